@@ -1,0 +1,1 @@
+"""Runner-facing parts: launch checks and hooks."""
