@@ -6,9 +6,10 @@ configs that say ``custom_imports=dict(imports=['mmcondattn'])`` get them in any
 1. ``weights_only`` checkpoints. torch >= 2.6 loads with ``weights_only=True`` and
    refuses every pickled global outside its allow-list; mmengine's checkpoints hold a
    ``HistoryBuffer`` and numpy arrays/scalars in ``message_hub``, so ``--resume`` and
-   ``load_from`` fail. We allow-list exactly those globals (never turn weights_only off:
-   that would run arbitrary code from a checkpoint file), load local files with
-   ``weights_only=True`` explicitly, and turn a refusal into one clear error.
+   ``load_from`` fail. mmengine's local-file loader is replaced by one that loads with
+   ``weights_only=True`` and allow-lists exactly those globals while it loads (never
+   weights_only off: that would run arbitrary code from a checkpoint file), and turns a
+   refusal into one clear error.
 2. Multi-process training on a CPU-only machine. mmengine's ``init_dist`` calls
    ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids=[LOCAL_RANK]``;
    both fail without CUDA. :func:`setup_cpu_distributed` starts a gloo process group
@@ -17,6 +18,7 @@ configs that say ``custom_imports=dict(imports=['mmcondattn'])`` get them in any
 """
 import os.path as osp
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -27,18 +29,45 @@ class CheckpointError(RuntimeError):
 
 
 def mmengine_checkpoint_globals():
-    """The globals an mmengine 0.10.7 checkpoint pickles beyond tensors and containers."""
+    """The globals an mmengine 0.10.7 checkpoint pickles beyond tensors and containers.
+
+    Measured on a runner checkpoint: ``message_hub`` holds ``HistoryBuffer`` objects (numpy
+    arrays, plus their statistics methods pickled as ``getattr(HistoryBuffer, 'mean')``) and
+    numpy scalars in ``runtime_info``.
+    """
     from mmengine.logging.history_buffer import HistoryBuffer
-    globs = [HistoryBuffer, np.ndarray, np.dtype, np.core.multiarray._reconstruct,
-             np.core.multiarray.scalar]
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    globs = [HistoryBuffer, getattr, bytes, np.ndarray, np.dtype, multiarray._reconstruct,
+             multiarray.scalar]
     # numpy >= 1.25 pickles dtypes as instances of their own classes (np.dtypes.*DType).
     globs += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType')]
     return globs
 
 
-def allow_mmengine_checkpoints():
-    """Allow-list exactly the globals of :func:`mmengine_checkpoint_globals`."""
-    torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+class _GuardHistoryBufferMethods:
+    """``getattr`` is allow-listed for HistoryBuffer's statistics methods only.
+
+    ``HistoryBuffer.__setstate__`` merges a checkpoint's pickled statistics methods into the
+    class-wide registry, which mmengine calls later. Refuse a checkpoint that adds or replaces
+    any of them (and undo it), so nothing reached through ``getattr`` can be called.
+    """
+
+    def __init__(self, filename):
+        from mmengine.logging.history_buffer import HistoryBuffer
+        self.filename, self.registry = filename, HistoryBuffer._statistics_methods
+
+    def __enter__(self):
+        self.before = dict(self.registry)
+
+    def __exit__(self, *exc):
+        changed = sorted(k for k, v in self.registry.items() if self.before.get(k) is not v)
+        if changed:
+            self.registry.clear()
+            self.registry.update(self.before)
+            if exc[0] is None:
+                raise CheckpointError(
+                    f'refused to load {self.filename}: it replaces HistoryBuffer statistics '
+                    f'methods {changed} with objects of its own')
 
 
 def load_checkpoint_file(filename, map_location=None):
@@ -52,18 +81,25 @@ def load_checkpoint_file(filename, map_location=None):
     if not osp.isfile(filename):
         raise CheckpointError(f'checkpoint not found: {filename}')
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        # The allow-list holds only while loading through here, not for every torch.load.
+        with torch.serialization.safe_globals(mmengine_checkpoint_globals()), \
+                _GuardHistoryBufferMethods(filename):
+            ckpt = torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        why = next((ln.strip() for ln in first if 'GLOBAL' in ln or 'Unsupported' in ln),
-                   first[0] if first else 'unknown')
-        raise CheckpointError(
-            f'refused to load {filename}: it pickles objects outside the weights_only '
-            f'allow-list ({why}). Only load checkpoints you trust; if this one is, convert it '
-            f'to a plain state dict first.') from None
+        glob_ = re.search(r'GLOBAL ([\w.]+)', str(e))
+        other = re.search(r'(Can only build [^,]*|Trying to [^.\n]*)', str(e))
+        if glob_ or other:
+            why = f'global {glob_.group(1)}' if glob_ else other.group(1)
+            raise CheckpointError(
+                f'refused to load {filename}: it pickles objects outside the weights_only '
+                f'allow-list ({why}). Only load checkpoints you trust; if this one is, convert '
+                f'it to a plain state dict first.') from None
+        raise CheckpointError(f'cannot read checkpoint {filename}: it is not a valid torch '
+                              'checkpoint (unpickling failed)') from None
     except (RuntimeError, EOFError, ValueError) as e:
         raise CheckpointError(f'cannot read checkpoint {filename}: it is not a valid torch '
                               f'checkpoint ({str(e).splitlines()[0]})') from None
+    return ckpt
 
 
 def _register_local_loader():
@@ -118,10 +154,9 @@ _APPLIED = False
 
 
 def apply_shims():
-    """Apply the checkpoint shims once per process (idempotent)."""
+    """Route mmengine's checkpoint loading through :func:`load_checkpoint_file` (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
-    allow_mmengine_checkpoints()
     _register_local_loader()
     _APPLIED = True

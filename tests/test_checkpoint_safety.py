@@ -1,7 +1,6 @@
 """weights_only stays on: mmengine checkpoints load through the allow-list, code payloads do not."""
 import os
-import subprocess
-import sys
+import pickle
 
 import numpy as np
 import pytest
@@ -32,15 +31,28 @@ def _mmengine_like_checkpoint(path):
 
 
 def test_plain_weights_only_load_fails_without_the_shim(tmp_path):
-    """The failure the shim fixes: torch 2.13 refuses an mmengine checkpoint by default."""
+    """The failure the shim fixes: torch 2.13 refuses an mmengine checkpoint by default, and
+    the allow-list is scoped to mmengine's loader, not leaked into every torch.load."""
+    import mmcondattn  # noqa: F401
     path = tmp_path / 'epoch_1.pth'
     _mmengine_like_checkpoint(path)
-    code = 'import torch, sys; torch.load(sys.argv[1], weights_only=True)'
-    bare = subprocess.run([sys.executable, '-c', code, str(path)], capture_output=True, text=True)
-    assert bare.returncode != 0 and 'Weights only load failed' in bare.stderr
-    fixed = subprocess.run([sys.executable, '-c', 'import mmcondattn; ' + code, str(path)],
-                           capture_output=True, text=True)
-    assert fixed.returncode == 0, fixed.stderr
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
+        torch.load(path, weights_only=True)
+    assert load_checkpoint_file(str(path))['meta']['iter'] == 4
+
+
+def test_smuggled_statistics_method_is_refused(tmp_path):
+    """getattr is allowed for HistoryBuffer's own statistics methods only."""
+    from mmengine.logging import HistoryBuffer
+    buf = HistoryBuffer()
+    buf.update(1.0)
+    buf._statistics_methods = {'mean': np.ndarray.tolist}  # pickled as getattr(ndarray, ...)
+    path = tmp_path / 'smuggle.pth'
+    torch.save(dict(message_hub=dict(log_scalars={'loss': buf})), path)
+    registry = dict(HistoryBuffer._statistics_methods)
+    with pytest.raises(CheckpointError, match=r"replaces HistoryBuffer statistics methods \['mean'\]"):
+        load_checkpoint_file(str(path))
+    assert HistoryBuffer._statistics_methods == registry  # undone
 
 
 def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):

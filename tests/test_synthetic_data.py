@@ -37,13 +37,15 @@ def test_coco_shapes_is_deterministic(tmp_path):
 
 def test_mmdet_coco_dataset_reads_it(tmp_path):
     from mmdet.datasets import CocoDataset
+    from mmengine.registry import DefaultScope
     make_coco_shapes(str(tmp_path), num_train=4, num_val=2, img_size=64, seed=0)
-    ds = CocoDataset(data_root=str(tmp_path), ann_file='annotations/instances_train.json',
-                     data_prefix=dict(img='train/'), metainfo=dict(classes=SHAPES),
-                     pipeline=[dict(type='LoadImageFromFile'),
-                               dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-                               dict(type='PackDetInputs')])
-    sample = ds[0]
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        ds = CocoDataset(data_root=str(tmp_path), ann_file='annotations/instances_train.json',
+                         data_prefix=dict(img='train/'), metainfo=dict(classes=SHAPES),
+                         pipeline=[dict(type='LoadImageFromFile'),
+                                   dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+                                   dict(type='PackDetInputs')])
+        sample = ds[0]
     inst = sample['data_samples'].gt_instances
     assert sample['inputs'].shape == (3, 64, 64)
     assert len(inst) > 0 and inst.masks.to_ndarray().shape[1:] == (64, 64)

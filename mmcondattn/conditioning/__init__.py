@@ -1,0 +1,23 @@
+"""The three conditioning methods and their measurements, in plain PyTorch (no mm* imports).
+
+* :mod:`.precond`: preconditioned attention (row equilibration of head outputs);
+* :mod:`.spectral`: spectral corrections of the fused qkv weight, :mod:`.fold` to fold them;
+* :mod:`.tokens`: conditioned embedded tokens;
+* :mod:`.numbers`: condition numbers, smallest singular values, attention entropy;
+* :mod:`.options`: the validated config of all three.
+"""
+from .fold import fold_conditioning
+from .numbers import attention_entropy, condition_number, min_singular_value, singular_values
+from .options import (ConditioningConfig, ConditioningConfigError, PrecondCfg, SpectralCfg,
+                      TokensCfg, parse_conditioning)
+from .precond import PreconditionedLinear, precondition
+from .spectral import SpectralLinear, recompute_corrections, spectral_correction
+from .tokens import TokenConditioner, condition_tokens, token_correction
+
+__all__ = [
+    'fold_conditioning', 'attention_entropy', 'condition_number', 'min_singular_value',
+    'singular_values', 'ConditioningConfig', 'ConditioningConfigError', 'PrecondCfg',
+    'SpectralCfg', 'TokensCfg', 'parse_conditioning', 'PreconditionedLinear', 'precondition',
+    'SpectralLinear', 'recompute_corrections', 'spectral_correction', 'TokenConditioner',
+    'condition_tokens', 'token_correction'
+]

@@ -1,0 +1,31 @@
+"""Folding spectral corrections into the weights: W ← W + C, same function, no overhead."""
+import dataclasses
+
+import torch.nn as nn
+
+from .options import ConditioningConfig
+from .spectral import SpectralLinear
+
+__all__ = ['fold_conditioning']
+
+
+def fold_conditioning(model: nn.Module) -> nn.Module:
+    """Replace every :class:`SpectralLinear` in ``model`` by its folded ``nn.Linear``, in place.
+
+    The folded model computes the same function (up to float rounding of W + C) with stock
+    state-dict keys (no ``*.correction`` buffers). Modules that record their conditioning in a
+    ``conditioning`` attribute (the conditioned attention layers) get ``spectral=None`` there.
+    Returns ``model`` (or the folded Linear if ``model`` itself is a SpectralLinear).
+    """
+    if isinstance(model, SpectralLinear):
+        return model.folded()
+    for parent in list(model.modules()):
+        folded = False
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SpectralLinear):
+                setattr(parent, name, child.folded())
+                folded = True
+        cfg = getattr(parent, 'conditioning', None)
+        if folded and isinstance(cfg, ConditioningConfig):
+            parent.conditioning = dataclasses.replace(cfg, spectral=None)
+    return model

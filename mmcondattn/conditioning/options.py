@@ -1,0 +1,223 @@
+"""Conditioning described as data, validated once.
+
+A config names any subset of the three methods, each with its options::
+
+    conditioning = dict(
+        precond=dict(eps=1e-6, scale=1., detach=True),              # 1. preconditioned attention
+        spectral=dict(mode='identity', lam=10., targets=('q', 'k', 'v')),  # 2. spectral Q/K/V
+        tokens=dict(solver='gram', detach=True, position='before_pos_embed'))  # 3. tokens
+
+``dict(precond=dict())`` (or ``precond=True``) means that method with its defaults;
+``precond=None`` / ``False`` or leaving the key out means off. :func:`parse_conditioning`
+turns such a dict (or None, or an already parsed :class:`ConditioningConfig`) into a frozen
+:class:`ConditioningConfig`; a bad entry raises :class:`ConditioningConfigError` whose one-line
+message names the bad key or value and lists the valid ones.
+"""
+import difflib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Optional, Tuple
+
+__all__ = [
+    'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg', 'ConditioningConfig',
+    'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS', 'TOKEN_SOLVERS',
+    'TOKEN_POSITIONS'
+]
+
+SPECTRAL_MODES = ('identity', 'svd')
+SPECTRAL_TARGETS = ('q', 'k', 'v')
+TOKEN_SOLVERS = ('svd', 'gram', 'newton_schulz')
+TOKEN_POSITIONS = ('before_pos_embed', 'after_pos_embed')
+
+
+class ConditioningConfigError(ValueError):
+    """A conditioning config entry is invalid; the message names it and the valid choices."""
+
+
+@dataclass(frozen=True)
+class PrecondCfg:
+    """Preconditioned attention: O_h ← diag(scale / (‖row‖₂ + eps)) O_h per head.
+
+    eps (float, > 0, default 1e-6), scale (float, > 0, default 1.0), detach (bool, default
+    True: no gradient through the preconditioner).
+    """
+    eps: float = 1e-6
+    scale: float = 1.0
+    detach: bool = True
+
+
+@dataclass(frozen=True)
+class SpectralCfg:
+    """Spectral Q/K/V conditioning: W ← W + C per targeted block of the fused qkv weight.
+
+    mode ('identity' default: C = lam·I | 'svd': C = σ_max·U Vᵀ), lam (float, >= 0, default
+    10.0, identity mode only), targets (subset of ('q', 'k', 'v'), default all three).
+    """
+    mode: str = 'identity'
+    lam: float = 10.0
+    targets: Tuple[str, ...] = SPECTRAL_TARGETS
+
+
+@dataclass(frozen=True)
+class TokensCfg:
+    """Conditioned embedded tokens: X ← X + σ_max(X)·U Vᵀ per image.
+
+    solver ('gram' default: fastest exact solver for full-rank X at detection sizes on CPU,
+    Gram matrix in float64 | 'svd': exact, also for rank-deficient X | 'newton_schulz':
+    iterative, GPU-friendly), detach (bool, default True), position ('before_pos_embed'
+    default | 'after_pos_embed'), ns_iters (int >= 1, default 30, newton_schulz only).
+    """
+    solver: str = 'gram'
+    detach: bool = True
+    position: str = 'before_pos_embed'
+    ns_iters: int = 30
+
+
+_METHODS = {'precond': PrecondCfg, 'spectral': SpectralCfg, 'tokens': TokensCfg}
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    """Parsed conditioning: each method's options, or None where that method is off."""
+    precond: Optional[PrecondCfg] = None
+    spectral: Optional[SpectralCfg] = None
+    tokens: Optional[TokensCfg] = None
+
+    @property
+    def enabled(self) -> bool:
+        """True if any method is on."""
+        return any(getattr(self, name) is not None for name in _METHODS)
+
+    @property
+    def layer_methods(self) -> bool:
+        """True if a method that lives in the attention layers (precond, spectral) is on."""
+        return self.precond is not None or self.spectral is not None
+
+    def to_dict(self) -> dict:
+        """The config back as a plain dict (methods that are off are left out)."""
+        return {k: asdict(v) for k, v in ((n, getattr(self, n)) for n in _METHODS)
+                if v is not None}
+
+
+def _choices(valid) -> str:
+    return ', '.join(repr(v) for v in valid)
+
+
+def _fail(where: str, what: str, valid, got=None) -> None:
+    hint = ''
+    if isinstance(got, str):
+        close = difflib.get_close_matches(got, [str(v) for v in valid], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ''
+    raise ConditioningConfigError(f'{where}: {what}{hint}; valid: {_choices(valid)}')
+
+
+def _check_number(where: str, value: Any, low: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConditioningConfigError(
+            f'{where}: expected a number, got {type(value).__name__} {value!r}')
+    ok = value > low if strict else value >= low
+    if not ok:
+        raise ConditioningConfigError(
+            f"{where}: must be {'>' if strict else '>='} {low}, got {value!r}")
+    return float(value)
+
+
+def _check_int(where: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConditioningConfigError(
+            f'{where}: expected an integer >= {low}, got {type(value).__name__} {value!r}')
+    return value
+
+
+def _check_bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConditioningConfigError(
+            f'{where}: expected True or False, got {type(value).__name__} {value!r}')
+    return value
+
+
+def _check_choice(where: str, value: Any, valid) -> str:
+    if value not in valid:
+        _fail(where, f'unknown value {value!r}', valid, value)
+    return value
+
+
+def _check_targets(where: str, value: Any) -> Tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value, )
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConditioningConfigError(
+            f'{where}: expected a non-empty list/tuple of targets, got {value!r}; '
+            f'valid targets: {_choices(SPECTRAL_TARGETS)}')
+    for t in value:
+        _check_choice(where, t, SPECTRAL_TARGETS)
+    if len(set(value)) != len(value):
+        raise ConditioningConfigError(f'{where}: duplicate target in {value!r}; valid targets: '
+                                      f'{_choices(SPECTRAL_TARGETS)}, each at most once')
+    return tuple(t for t in SPECTRAL_TARGETS if t in value)  # canonical order
+
+
+# one checker per option: (where, value) -> normalised value
+_CHECKS = {
+    PrecondCfg: dict(
+        eps=lambda w, v: _check_number(w, v, 0., strict=True),
+        scale=lambda w, v: _check_number(w, v, 0., strict=True),
+        detach=_check_bool),
+    SpectralCfg: dict(
+        mode=lambda w, v: _check_choice(w, v, SPECTRAL_MODES),
+        lam=lambda w, v: _check_number(w, v, 0., strict=False),
+        targets=_check_targets),
+    TokensCfg: dict(
+        solver=lambda w, v: _check_choice(w, v, TOKEN_SOLVERS),
+        detach=_check_bool,
+        position=lambda w, v: _check_choice(w, v, TOKEN_POSITIONS),
+        ns_iters=lambda w, v: _check_int(w, v, 1)),
+}
+
+
+def _parse_method(name: str, value: Any):
+    cls = _METHODS[name]
+    where = f'conditioning.{name}'
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    if isinstance(value, cls):
+        value = asdict(value)  # re-validate: dataclasses can be built with bad values
+    if not isinstance(value, Mapping):
+        raise ConditioningConfigError(
+            f'{where}: expected a dict of options (or True/None), got '
+            f'{type(value).__name__} {value!r}; valid options: {_choices(_CHECKS[cls])}')
+    checks = _CHECKS[cls]
+    opts = {}
+    for key, v in value.items():
+        if key not in checks:
+            _fail(where, f'unknown option {key!r}', [f.name for f in fields(cls)], key)
+        opts[key] = checks[key](f'{where}.{key}', v)
+    return cls(**opts)
+
+
+def parse_conditioning(cfg: Any = None) -> ConditioningConfig:
+    """Validate ``cfg`` and return a frozen :class:`ConditioningConfig`.
+
+    Args:
+        cfg: None (all off), a :class:`ConditioningConfig` (validated again, returned
+            equal), or a mapping ``{method: options}`` with methods among 'precond',
+            'spectral', 'tokens' and options a dict (``dict()`` = defaults), True (defaults)
+            or None/False (off).
+
+    Raises:
+        ConditioningConfigError: naming the bad key/value and listing the valid ones.
+    """
+    if cfg is None:
+        return ConditioningConfig()
+    if isinstance(cfg, ConditioningConfig):
+        cfg = {name: getattr(cfg, name) for name in _METHODS}
+    if not isinstance(cfg, Mapping):
+        raise ConditioningConfigError(
+            f'conditioning: expected a dict of methods or None, got {type(cfg).__name__} '
+            f'{cfg!r}; valid methods: {_choices(_METHODS)}')
+    for key in cfg:
+        if key not in _METHODS:
+            _fail('conditioning', f'unknown method {key!r}', list(_METHODS), key)
+    return ConditioningConfig(**{k: _parse_method(k, v) for k, v in cfg.items()})

@@ -1,0 +1,177 @@
+"""Method 2, spectral conditioning of Q, K, V: W ← W + C on blocks of the fused qkv weight.
+
+Corrections are fixed, non-trainable, persistent buffers (in checkpoints, outside weight
+decay). When they are computed (adopted, see METHODS.md §2):
+
+* at attach time (``SpectralLinear.from_linear`` / construction), from the weights as they
+  stand;
+* again by ``init_weights()`` (called by mmengine's ``BaseModule.init_weights`` chain after the
+  ancestors' initialisers), so that an svd correction matches the initialised weights;
+* on ``load_state_dict``: a checkpoint that holds ``*.correction`` restores it exactly (a
+  conditioned checkpoint reloads exactly; later ``init_weights`` calls keep it); a checkpoint
+  without it (a stock one) leaves the key reported missing and the svd correction is
+  recomputed from the loaded weights;
+* on request: ``recompute_correction()`` / :func:`recompute_corrections`.
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .options import SPECTRAL_TARGETS, SpectralCfg, parse_conditioning
+
+__all__ = ['spectral_correction', 'SpectralLinear', 'recompute_corrections']
+
+
+def _block_correction(w: torch.Tensor, mode: str, lam: float) -> torch.Tensor:
+    """Correction (out, in) for one block ``w`` (out, in), in float64."""
+    if mode == 'identity':
+        return lam * torch.eye(*w.shape, dtype=torch.float64, device=w.device)
+    u, s, vh = torch.linalg.svd(w.to(torch.float64), full_matrices=False)  # thin SVD
+    return s[0] * (u @ vh)  # σ_max · U Vᵀ: κ(W + C) = (2σ_max) / (σ_min + σ_max) <= 2
+
+
+@torch.no_grad()
+def spectral_correction(weight: torch.Tensor,
+                        mode: str = 'identity',
+                        lam: float = 10.0,
+                        targets: Sequence[str] = SPECTRAL_TARGETS) -> torch.Tensor:
+    """Correction C for a fused qkv ``weight`` (3·D_out, D_in); same shape and dtype.
+
+    Per targeted D_out×D_in block (q, k, v in that order): ``identity`` → lam·I (rectangular
+    identity); ``svd`` → σ_max(W_b)·U Vᵀ from the thin SVD W_b = U Σ Vᵀ (float64), so that
+    κ(W_b + C_b) <= 2 over the min(D_out, D_in) singular values. Other blocks are zero.
+    """
+    cfg = parse_conditioning(dict(spectral=dict(mode=mode, lam=lam, targets=targets))).spectral
+    if weight.dim() != 2 or weight.shape[0] % len(SPECTRAL_TARGETS):
+        raise ValueError(f'expected a fused qkv weight (3*D_out, D_in), got {tuple(weight.shape)}')
+    blocks = weight.detach().chunk(len(SPECTRAL_TARGETS), dim=0)  # 3 × (D_out, D_in)
+    corr = [_block_correction(b, cfg.mode, cfg.lam) if t in cfg.targets else
+            torch.zeros_like(b, dtype=torch.float64) for t, b in zip(SPECTRAL_TARGETS, blocks)]
+    return torch.cat(corr, dim=0).to(weight.dtype)
+
+
+class SpectralLinear(nn.Linear):
+    """A fused qkv ``nn.Linear`` computing x (W + C)ᵀ + b with a fixed correction C.
+
+    ``correction`` is a persistent, non-trainable buffer shaped like ``weight`` (state-dict
+    key ``<name>.correction``; ``weight`` and ``bias`` keep their keys).
+    Forward: ``identity`` mode adds lam·x to the targeted output blocks of F.linear(x, W, b)
+    (no extra matmul); ``svd`` mode runs F.linear(x, W + C, b) (one small add per call,
+    cheaper than a second matmul). :meth:`folded` gives the equivalent plain ``nn.Linear``.
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``; ``out_features`` = 3·D_out.
+        spectral (SpectralCfg | dict | None): options (default: SpectralCfg()).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 spectral: Optional[SpectralCfg] = None, **factory):
+        super().__init__(in_features, out_features, bias, **factory)
+        self._configure(spectral)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, spectral=None) -> 'SpectralLinear':
+        """A SpectralLinear sharing ``linear``'s weight and bias Parameters."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new.weight, new.bias = linear.weight, linear.bias
+        new._configure(spectral)
+        return new
+
+    def _configure(self, spectral) -> None:
+        if not isinstance(spectral, SpectralCfg):
+            spectral = parse_conditioning(dict(spectral=spectral or {})).spectral
+        if self.out_features % len(SPECTRAL_TARGETS):
+            raise ValueError(f'out_features {self.out_features} is not 3·D_out (fused q, k, v)')
+        self.spectral = spectral
+        self.block = self.out_features // len(SPECTRAL_TARGETS)  # D_out
+        self.register_buffer('correction', torch.empty_like(self.weight, requires_grad=False))
+        self._from_checkpoint = False  # True once load_state_dict restored `correction`
+        self.recompute_correction()
+
+    @torch.no_grad()
+    def recompute_correction(self) -> None:
+        """Set ``correction`` from the current weight (svd mode depends on it)."""
+        s = self.spectral
+        self.correction.copy_(spectral_correction(self.weight, s.mode, s.lam, s.targets))
+        self._from_checkpoint = False
+
+    def init_weights(self) -> None:
+        """Called by mmengine after the ancestors' initialisers: refresh an svd correction
+        unless it was restored from a checkpoint."""
+        if self.spectral.mode == 'svd' and not self._from_checkpoint:
+            self.recompute_correction()
+
+    def effective_weight(self) -> torch.Tensor:
+        """W + C (3·D_out, D_in), with gradient to W."""
+        return self.weight + self.correction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spectral.mode == 'svd':
+            return F.linear(x, self.effective_weight(), self.bias)
+        s, d, k = self.spectral, self.block, min(self.block, self.in_features)
+        y = F.linear(x, self.weight, self.bias)  # (..., 3·D_out)
+        # y_b[:k] += lam · x[:k] per targeted block b (rectangular identity), in place on
+        # F.linear's fresh output (its backward does not need it)
+        if len(s.targets) == len(SPECTRAL_TARGETS):
+            y3 = y.unflatten(-1, (len(SPECTRAL_TARGETS), d))  # (..., 3, D_out), a view
+            y3[..., :k].add_(x[..., None, :k], alpha=s.lam)
+        else:
+            for t in s.targets:
+                b = SPECTRAL_TARGETS.index(t) * d
+                y[..., b:b + k].add_(x[..., :k], alpha=s.lam)
+        return y
+
+    @torch.no_grad()
+    def folded(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with weight W + C and a copy of the bias."""
+        lin = nn.Linear(self.in_features, self.out_features, self.bias is not None,
+                        device=self.weight.device, dtype=self.weight.dtype)
+        lin.weight.copy_(self.effective_weight())
+        lin.weight.requires_grad_(self.weight.requires_grad)
+        if self.bias is not None:
+            lin.bias.copy_(self.bias)
+            lin.bias.requires_grad_(self.bias.requires_grad)
+        return lin
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        key = prefix + 'correction'
+        if key not in state_dict:
+            # a stock checkpoint: keep the key reported missing, match the loaded weights
+            if prefix + 'weight' in state_dict:
+                self.recompute_correction()
+            return
+        self._from_checkpoint = True
+        s = self.spectral
+        if s.mode == 'identity':  # forward uses lam, so the loaded buffer must be lam·I
+            want = spectral_correction(self.weight, s.mode, s.lam, s.targets)
+            if not torch.allclose(self.correction, want):
+                error_msgs.append(
+                    f'{key}: the checkpoint holds a correction that is not lam·I for '
+                    f'lam={s.lam}, targets={s.targets} (trained with another spectral '
+                    f'mode/lam?); using lam·I')
+                self.correction.copy_(want)
+
+    def extra_repr(self) -> str:
+        s = self.spectral
+        lam = f', lam={s.lam}' if s.mode == 'identity' else ''
+        return f'{super().extra_repr()}, mode={s.mode}{lam}, targets={s.targets}'
+
+
+def recompute_corrections(model: nn.Module, force: bool = False) -> int:
+    """Recompute the svd corrections of every SpectralLinear in ``model`` from its current
+    weights; corrections restored from a checkpoint are kept unless ``force``. Returns the
+    number recomputed. Use it after re-initialising weights outside mmengine's
+    ``init_weights`` chain (e.g. mmdet's SwinTransformer.init_weights)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, SpectralLinear) and (force or not m._from_checkpoint):
+            m.recompute_correction()
+            n += 1
+    return n

@@ -1,0 +1,173 @@
+"""Conditioned XCiT: mmpretrain's ``XCiT`` with conditioning and arch presets.
+
+Two forms, one name (``ConditionedXCiT``):
+
+- classification, in mmpretrain's ``MODELS``: the stock backbone (class attention, class
+  token, final norm, ``out_type`` for the stock heads);
+- detection, in mmdet's ``MODELS``: the official XCiT detection backbone
+  (facebookresearch/xcit ``detection/backbone/xcit.py``): no class attention; the maps
+  after XCA blocks ``out_indices`` go through a :class:`SimplePyramid` (``fpn1``..``fpn4``)
+  to strides 4, 8, 16, 32.
+
+Both keep the stock state-dict keys (spectral conditioning adds ``*.qkv.correction``).
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+from mmdet.registry import MODELS as DET_MODELS
+from mmpretrain.models.backbones import XCiT
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
+from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+
+from .pyramid import SimplePyramid
+from .utils import (attach_conditioning, check_arch, pad_to_multiple,
+                    register_classification_key_filter)
+
+__all__ = ['ConditionedXCiT', 'ConditionedXCiTDet']
+
+# mmpretrain's configs/xcit/xcit-{nano,tiny,small,medium,large}-{12,24}-p{16,8}_*.py
+# (= the official models); ``patch_size`` is a separate argument (16 or 8).
+XCIT_ARCHS = {
+    'n12': dict(embed_dims=128, depth=12, num_heads=4, layer_scale_init_value=1.0,
+                tokens_norm=False),
+    't12': dict(embed_dims=192, depth=12, num_heads=4, layer_scale_init_value=1.0,
+                tokens_norm=True),
+    't24': dict(embed_dims=192, depth=24, num_heads=4, layer_scale_init_value=1e-5,
+                tokens_norm=True),
+    's12': dict(embed_dims=384, depth=12, num_heads=8, layer_scale_init_value=1.0,
+                tokens_norm=True),
+    's24': dict(embed_dims=384, depth=24, num_heads=8, layer_scale_init_value=1e-5,
+                tokens_norm=True),
+    'm24': dict(embed_dims=512, depth=24, num_heads=8, layer_scale_init_value=1e-5,
+                tokens_norm=True),
+    'l24': dict(embed_dims=768, depth=24, num_heads=16, layer_scale_init_value=1e-5,
+                tokens_norm=True),
+}
+XCIT_REQUIRED = ('embed_dims', 'depth', 'num_heads')
+# the official detection configs (detection/configs/xcit/mask_rcnn_xcit_*_3x_coco.py)
+XCIT_DET_OUT_INDICES = {12: (3, 5, 7, 11), 24: (7, 11, 15, 23)}
+
+
+@PRETRAIN_MODELS.register_module()
+class ConditionedXCiT(XCiT):
+    """XCiT classifier backbone with conditioning (mmpretrain ``MODELS``).
+
+    Args:
+        arch (str | dict): 'n12', 't12', 't24', 's12', 's24', 'm24' or 'l24' (embed dims,
+            depth, heads, layer-scale init and ``tokens_norm`` of mmpretrain's / the official
+            configs), or a dict with ``embed_dims``, ``depth``, ``num_heads`` and optionally
+            ``layer_scale_init_value``, ``tokens_norm``. Defaults to 's12'.
+        patch_size (int): 16 or 8. Defaults to 16.
+        conditioning (dict, optional): e.g. ``dict(precond=dict(), spectral=dict(lam=2.))``,
+            see :func:`mmcondattn.conditioning.parse_conditioning`. Defaults to None (off).
+            Attention: the XCA layers; tokens: the patch tokens before the class token is
+            appended. The class-attention layers stay stock.
+        **kwargs: the other arguments of mmpretrain's ``XCiT`` (``out_type``,
+            ``out_indices``, ``drop_path_rate``, ``bn_norm_cfg``, ``init_cfg``, ...).
+    """
+    arch_zoo = XCIT_ARCHS
+
+    def __init__(self, arch='s12', patch_size: int = 16, conditioning: Optional[dict] = None,
+                 **kwargs):
+        settings = check_arch(arch, self.arch_zoo, XCIT_REQUIRED, type(self).__name__)
+        super().__init__(patch_size=patch_size, **settings, **kwargs)
+        attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        return self  # the stock XCiT.train returns None
+
+
+@DET_MODELS.register_module(name='ConditionedXCiT')
+class ConditionedXCiTDet(XCiT):
+    """XCiT detection backbone with conditioning (mmdet ``MODELS``, name ``ConditionedXCiT``).
+
+    The official XCiT detection backbone on top of mmpretrain's XCiT blocks: patch
+    embedding, Fourier position encoding, XCA blocks, and a :class:`SimplePyramid` on the
+    maps after blocks ``out_indices``. No class token, class attention or final norm
+    (a classifier checkpoint's keys for them are ignored on load, with a log line).
+
+    Args:
+        arch (str | dict): as :class:`ConditionedXCiT`. Defaults to 's12'.
+        patch_size (int): 16 or 8. Defaults to 16.
+        out_indices (Sequence[int], optional): the 4 XCA blocks whose outputs feed the
+            stride 4, 8, 16, 32 levels. Defaults to the official (3, 5, 7, 11) for depth 12
+            and (7, 11, 15, 23) for depth 24 (other depths must give them).
+        pyramid_norm_cfg (dict): norm inside ``pyramid.fpn1`` (patch 16). Defaults to
+            ``dict(type='BN')``; distributed configs use ``dict(type='SyncBN')`` here and
+            in ``bn_norm_cfg`` (patch embedding and LPI), like the official code.
+        frozen_stages (int): -1 (default) freezes nothing; k >= 0 freezes the patch and
+            position embeddings and the first k XCA blocks (mmdet's convention).
+        conditioning (dict, optional): as :class:`ConditionedXCiT`. Defaults to None.
+        **kwargs: other arguments of mmpretrain's ``XCiT`` (``drop_path_rate``,
+            ``bn_norm_cfg``, ``init_cfg``, ...).
+
+    Shapes:
+        (B, 3, H, W) -> 4 maps (B, C, H'/s, W'/s), s = 4, 8, 16, 32, C = embed dims, where
+        H', W' are H, W rounded up to multiples of 32 (the input is zero-padded at the
+        bottom / right, as mmdet's data preprocessor does with ``pad_size_divisor=32``).
+    """
+    arch_zoo = XCIT_ARCHS
+
+    def __init__(self,
+                 arch='s12',
+                 patch_size: int = 16,
+                 out_indices: Optional[Sequence[int]] = None,
+                 pyramid_norm_cfg: dict = dict(type='BN'),
+                 frozen_stages: int = -1,
+                 conditioning: Optional[dict] = None,
+                 **kwargs):
+        owner = type(self).__name__
+        settings = check_arch(arch, self.arch_zoo, XCIT_REQUIRED, owner)
+        depth = settings['depth']
+        if out_indices is None:
+            if depth not in XCIT_DET_OUT_INDICES:
+                raise ValueError(f'{owner}: give out_indices (4 block indices) for depth '
+                                 f'{depth}; defaults exist for depths {list(XCIT_DET_OUT_INDICES)}')
+            out_indices = XCIT_DET_OUT_INDICES[depth]
+        if len(out_indices) != 4 or not all(0 <= i < depth for i in out_indices):
+            raise ValueError(f'{owner}: out_indices must be 4 block indices in [0, {depth}), '
+                             f'got {tuple(out_indices)}')
+        if not -1 <= frozen_stages <= depth:
+            raise ValueError(f'{owner}: frozen_stages must be in [-1, {depth}], '
+                             f'got {frozen_stages}')
+        super().__init__(patch_size=patch_size, **settings, cls_attn_layers=0,
+                         out_type='featmap', out_indices=out_indices, final_norm=False,
+                         frozen_stages=frozen_stages, **kwargs)
+        del self.cls_token  # built by the stock class, unused without class attention
+        self.pyramid = SimplePyramid(self.embed_dims, patch_size, pyramid_norm_cfg)
+        register_classification_key_filter(self, 'xcit')
+        attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
+
+    def init_weights(self):
+        # the stock XCiT.init_weights also initialises the class token, absent here
+        BaseBackbone.init_weights(self)
+
+    def _freeze_stages(self):
+        if self.frozen_stages < 0:
+            return
+        stem = [self.patch_embed, self.pos_drop]
+        if self.use_pos_embed:
+            stem.append(self.pos_embed)
+        for m in stem + list(self.xca_layers[:self.frozen_stages]):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        return self  # the stock XCiT.train returns None
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = pad_to_multiple(x, SimplePyramid.strides[-1])  # (B, 3, H, W), H, W % 32 == 0
+        B = x.shape[0]
+        x, (Hp, Wp) = self.patch_embed(x)  # (B, N, C), N = Hp·Wp
+        if self.use_pos_embed:
+            x = x + self.pos_embed(B, Hp, Wp).flatten(2).transpose(1, 2)  # (B, N, C)
+        x = self.pos_drop(x)
+        feats = []
+        for i, layer in enumerate(self.xca_layers):
+            x = layer(x, Hp, Wp)
+            if i in self.out_indices:
+                feats.append(x.transpose(1, 2).reshape(B, -1, Hp, Wp))  # (B, C, Hp, Wp)
+        return self.pyramid(feats)
