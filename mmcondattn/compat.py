@@ -55,12 +55,14 @@ class _GuardHistoryBufferMethods:
     def __init__(self, filename):
         from mmengine.logging.history_buffer import HistoryBuffer
         self.filename, self.registry = filename, HistoryBuffer._statistics_methods
+        self.defaults = {m: getattr(HistoryBuffer, m) for m in ('min', 'max', 'current', 'mean')}
 
     def __enter__(self):
         self.before = dict(self.registry)
 
     def __exit__(self, *exc):
-        changed = sorted(k for k, v in self.registry.items() if self.before.get(k) is not v)
+        expected = {**self.defaults, **self.before}
+        changed = sorted(k for k, v in self.registry.items() if expected.get(k) is not v)
         if changed:
             self.registry.clear()
             self.registry.update(self.before)
@@ -85,6 +87,8 @@ def load_checkpoint_file(filename, map_location=None):
         with torch.serialization.safe_globals(mmengine_checkpoint_globals()), \
                 _GuardHistoryBufferMethods(filename):
             ckpt = torch.load(filename, map_location=map_location, weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as e:
         glob_ = re.search(r'GLOBAL ([\w.]+)', str(e))
         other = re.search(r'(Can only build [^,]*|Trying to [^.\n]*)', str(e))

@@ -140,7 +140,7 @@ def test_precond_in_xca_normalises_channels_per_token():
     torch.testing.assert_close(cond(x), stock.proj(o.permute(0, 3, 1, 2).flatten(2)))
 
 
-@pytest.mark.parametrize('method', ['precond', 'spectral_svd', 'all'])
+@pytest.mark.parametrize('method', ['precond', 'spectral_identity', 'spectral_svd', 'all'])
 @pytest.mark.parametrize('name', ['mha', 'window_masked', 'det_window', 'xca'])
 def test_gradients_and_bf16_autocast(name, method):
     _, cond, x, fwd = stock_and_conditioned(name, METHODS[method])

@@ -180,16 +180,32 @@ def test_fold_conditioning_gives_equal_outputs_and_stock_keys(spectral):
     assert type(fold_conditioning(SpectralLinear(4, 12))) is nn.Linear
 
 
+def test_svd_correction_follows_the_weights_until_first_use():
+    sl = SpectralLinear(6, 18, spectral=dict(mode='svd'))
+    assert not sl.fixed
+    with torch.no_grad():
+        nn.init.trunc_normal_(sl.weight, std=0.02)  # an init outside mmengine's chain
+    x = torch.randn(2, 3, 6)
+    c = spectral_correction(sl.weight, 'svd')
+    torch.testing.assert_close(sl(x), F.linear(x, sl.weight + c, sl.bias))
+    assert sl.fixed
+    with torch.no_grad():
+        sl.weight.mul_(3.)  # a training step: the correction stays
+    torch.testing.assert_close(sl(x), F.linear(x, sl.weight + c, sl.bias))
+    assert SpectralLinear(6, 18).fixed  # identity corrections never depend on the weights
+
+
 def test_svd_correction_reloads_exactly_and_follows_stock_checkpoints():
     trained = SpectralLinear(6, 18, spectral=dict(mode='svd'))
-    sd = copy.deepcopy(trained.state_dict())
+    sd = copy.deepcopy(trained.state_dict())  # saving fixes the correction
     with torch.no_grad():
         trained.weight.add_(1.)  # weights moved on after the corrections were set
+    assert torch.equal(trained.correction, sd['correction'])
     assert not torch.allclose(spectral_correction(trained.weight, 'svd'), sd['correction'])
 
     fresh = SpectralLinear(6, 18, spectral=dict(mode='svd'))
     fresh.load_state_dict(trained.state_dict())  # a conditioned checkpoint: exact
-    assert torch.equal(fresh.correction, sd['correction'])
+    assert torch.equal(fresh.correction, sd['correction']) and fresh.fixed
     fresh.init_weights()  # mmengine's init chain keeps a restored correction
     assert torch.equal(fresh.correction, sd['correction'])
     assert recompute_corrections(fresh) == 0 and recompute_corrections(fresh, force=True) == 1

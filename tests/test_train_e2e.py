@@ -5,7 +5,6 @@ import json
 import os.path as osp
 
 import pytest
-import torch
 
 from conftest import DEMO_CONFIG, run_tool
 
@@ -22,8 +21,8 @@ def _scalars(work_dir):
 
 
 def _ckpt_meta(path):
-    import mmcondattn  # noqa: F401  allow-list for mmengine checkpoints
-    return torch.load(path, map_location='cpu', weights_only=True)['meta']
+    from mmcondattn.compat import load_checkpoint_file  # weights_only, mmengine's allow-list
+    return load_checkpoint_file(path, map_location='cpu')['meta']
 
 
 @pytest.fixture(scope='module')

@@ -1,17 +1,22 @@
 """Method 2, spectral conditioning of Q, K, V: W ← W + C on blocks of the fused qkv weight.
 
 Corrections are fixed, non-trainable, persistent buffers (in checkpoints, outside weight
-decay). When they are computed (adopted, see METHODS.md §2):
+decay). ``identity`` corrections (lam·I) do not depend on the weights. When an ``svd``
+correction is computed (adopted, see METHODS.md §2): it follows the weights until it is
+first used, then stays fixed. Concretely:
 
-* at attach time (``SpectralLinear.from_linear`` / construction), from the weights as they
-  stand;
-* again by ``init_weights()`` (called by mmengine's ``BaseModule.init_weights`` chain after the
-  ancestors' initialisers), so that an svd correction matches the initialised weights;
-* on ``load_state_dict``: a checkpoint that holds ``*.correction`` restores it exactly (a
-  conditioned checkpoint reloads exactly; later ``init_weights`` calls keep it); a checkpoint
-  without it (a stock one) leaves the key reported missing and the svd correction is
-  recomputed from the loaded weights;
-* on request: ``recompute_correction()`` / :func:`recompute_corrections`.
+* it is computed when conditioning is attached, and again whenever the weights may have
+  changed before training: by ``init_weights()`` (mmengine's init chain) and when
+  ``load_state_dict`` loads weights without a correction (a stock checkpoint; the key is
+  still reported missing);
+* it is fixed from the weights as they stand at the first forward, ``state_dict()``,
+  ``effective_weight()`` or ``folded()``, i.e. after any initialisation or pretrained
+  loading, whatever path the backbone's ``init_weights`` takes, and before any training
+  step;
+* a checkpoint that holds ``*.correction`` restores it exactly and fixes it (a conditioned
+  checkpoint reloads exactly);
+* ``recompute_correction()`` / :func:`recompute_corrections` recompute it on request, e.g.
+  to condition from a checkpoint's weights rather than its stored correction.
 """
 from typing import Optional, Sequence
 
@@ -47,8 +52,10 @@ def spectral_correction(weight: torch.Tensor,
     if weight.dim() != 2 or weight.shape[0] % len(SPECTRAL_TARGETS):
         raise ValueError(f'expected a fused qkv weight (3*D_out, D_in), got {tuple(weight.shape)}')
     blocks = weight.detach().chunk(len(SPECTRAL_TARGETS), dim=0)  # 3 × (D_out, D_in)
-    corr = [_block_correction(b, cfg.mode, cfg.lam) if t in cfg.targets else
-            torch.zeros_like(b, dtype=torch.float64) for t, b in zip(SPECTRAL_TARGETS, blocks)]
+    with torch.autocast(weight.device.type, enabled=False):
+        corr = [_block_correction(b, cfg.mode, cfg.lam) if t in cfg.targets else
+                torch.zeros_like(b, dtype=torch.float64)
+                for t, b in zip(SPECTRAL_TARGETS, blocks)]
     return torch.cat(corr, dim=0).to(weight.dtype)
 
 
@@ -89,24 +96,34 @@ class SpectralLinear(nn.Linear):
         self.spectral = spectral
         self.block = self.out_features // len(SPECTRAL_TARGETS)  # D_out
         self.register_buffer('correction', torch.empty_like(self.weight, requires_grad=False))
-        self._from_checkpoint = False  # True once load_state_dict restored `correction`
         self.recompute_correction()
+
+    @property
+    def fixed(self) -> bool:
+        """False while an svd correction still follows the weights (see the module doc)."""
+        return self._fixed
 
     @torch.no_grad()
     def recompute_correction(self) -> None:
-        """Set ``correction`` from the current weight (svd mode depends on it)."""
+        """Set ``correction`` from the current weight; an svd correction then follows the
+        weights again until its next use."""
         s = self.spectral
         self.correction.copy_(spectral_correction(self.weight, s.mode, s.lam, s.targets))
-        self._from_checkpoint = False
+        self._fixed = s.mode == 'identity'
+
+    def _fix(self) -> None:
+        if not self._fixed:
+            self.recompute_correction()
+            self._fixed = True
 
     def init_weights(self) -> None:
-        """Called by mmengine after the ancestors' initialisers: refresh an svd correction
-        unless it was restored from a checkpoint."""
-        if self.spectral.mode == 'svd' and not self._from_checkpoint:
+        """mmengine's init chain: refresh an svd correction that is not fixed yet."""
+        if not self._fixed:
             self.recompute_correction()
 
     def effective_weight(self) -> torch.Tensor:
-        """W + C (3·D_out, D_in), with gradient to W."""
+        """W + C (3·D_out, D_in), with gradient to W; fixes an svd correction."""
+        self._fix()
         return self.weight + self.correction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,11 +160,11 @@ class SpectralLinear(nn.Linear):
                                       unexpected_keys, error_msgs)
         key = prefix + 'correction'
         if key not in state_dict:
-            # a stock checkpoint: keep the key reported missing, match the loaded weights
-            if prefix + 'weight' in state_dict:
+            # a stock checkpoint: keep the key reported missing, follow the loaded weights
+            if prefix + 'weight' in state_dict and not self._fixed:
                 self.recompute_correction()
             return
-        self._from_checkpoint = True
+        self._fixed = True
         s = self.spectral
         if s.mode == 'identity':  # forward uses lam, so the loaded buffer must be lam·I
             want = spectral_correction(self.weight, s.mode, s.lam, s.targets)
@@ -158,6 +175,10 @@ class SpectralLinear(nn.Linear):
                     f'mode/lam?); using lam·I')
                 self.correction.copy_(want)
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self._fix()  # a saved svd correction is the one used from then on
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     def extra_repr(self) -> str:
         s = self.spectral
         lam = f', lam={s.lam}' if s.mode == 'identity' else ''
@@ -165,13 +186,12 @@ class SpectralLinear(nn.Linear):
 
 
 def recompute_corrections(model: nn.Module, force: bool = False) -> int:
-    """Recompute the svd corrections of every SpectralLinear in ``model`` from its current
-    weights; corrections restored from a checkpoint are kept unless ``force``. Returns the
-    number recomputed. Use it after re-initialising weights outside mmengine's
-    ``init_weights`` chain (e.g. mmdet's SwinTransformer.init_weights)."""
+    """Recompute the svd corrections of the SpectralLinears in ``model`` from their current
+    weights: those not fixed yet, or all with ``force`` (e.g. to condition a model loaded
+    from a conditioned checkpoint on its loaded weights instead). Returns how many."""
     n = 0
     for m in model.modules():
-        if isinstance(m, SpectralLinear) and (force or not m._from_checkpoint):
+        if isinstance(m, SpectralLinear) and m.spectral.mode == 'svd' and (force or not m.fixed):
             m.recompute_correction()
             n += 1
     return n

@@ -6,11 +6,12 @@ of X; the three solvers compute it differently (METHODS.md §3 has the measureme
 
 * ``svd``: exact, also for rank-deficient X (the SVD completes the singular vectors of zero
   singular values); float32 (float64 for float64 input).
-* ``gram`` (default): U Vᵀ = X (XᵀX)^(-1/2) (or (XXᵀ)^(-1/2) X when N < D), the smaller Gram
-  matrix formed, eigendecomposed and applied in float64; the fastest exact solver on CPU at
-  detection sizes (N ≫ D). Full-rank X only: a rank-deficient X stays rank-deficient.
-* ``newton_schulz``: Y ← 1.5Y − 0.5·Y YᵀY from Y = X/‖X‖_F (matmuls only, GPU-friendly), σ_max
-  by power iteration; ``ns_iters`` = 30 reaches κ ≈ 2 up to κ(X) ≈ 1e4 (60 for 1e6).
+* ``gram`` (default): U Vᵀ = X (XᵀX)^(-1/2) (or (XXᵀ)^(-1/2) X when N < D), the smaller
+  Gram matrix formed, eigendecomposed and applied in float64 (κ ≈ 2 up to κ(X) ≈ 1e6); the
+  fastest exact solver on CPU at detection sizes, N ≫ D (4200×384: 174 ms vs 278 ms for
+  ``svd``, 2 cores). Full-rank X only: a rank-deficient X stays rank-deficient.
+* ``newton_schulz``: Y ← 1.5Y − 0.5·Y YᵀY from Y = X/‖X‖_F (matmuls only, GPU-friendly),
+  σ_max by power iteration; ``ns_iters`` = 30 reaches κ ≈ 2 up to κ(X) ≈ 1e4 (60 for 1e6).
   Full-rank X only.
 
 All solvers return a finite result for degenerate X (all zeros, rank 1).
@@ -29,7 +30,7 @@ def _tall(x: torch.Tensor) -> bool:
 
 def _correction_svd(x: torch.Tensor) -> torch.Tensor:
     u, s, vh = torch.linalg.svd(x, full_matrices=False)  # (.., N, k), (.., k), (.., k, D)
-    return s[..., -1:, None] * (u @ vh)  # (..., N, D)
+    return s[..., :1, None] * (u @ vh)  # (..., N, D)
 
 
 def _correction_gram(x: torch.Tensor) -> torch.Tensor:

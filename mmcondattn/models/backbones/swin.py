@@ -18,7 +18,7 @@ from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from mmcondattn.conditioning import recompute_corrections
-from .utils import attach_conditioning, check_arch
+from .utils import ReturnsSelfOnTrain, attach_conditioning, check_arch
 
 __all__ = ['ConditionedSwin', 'ConditionedSwinDet']
 
@@ -26,7 +26,7 @@ SWIN_REQUIRED = ('embed_dims', 'depths', 'num_heads')
 
 
 @PRETRAIN_MODELS.register_module()
-class ConditionedSwin(SwinTransformer):
+class ConditionedSwin(ReturnsSelfOnTrain, SwinTransformer):
     """Swin classifier backbone with conditioning (mmpretrain ``MODELS``).
 
     Args:
@@ -46,7 +46,7 @@ class ConditionedSwin(SwinTransformer):
 
 
 @DET_MODELS.register_module(name='ConditionedSwin')
-class ConditionedSwinDet(DetSwinTransformer):
+class ConditionedSwinDet(ReturnsSelfOnTrain, DetSwinTransformer):
     """Swin detection backbone with conditioning (mmdet ``MODELS``, name ``ConditionedSwin``).
 
     Args:

@@ -1,5 +1,7 @@
 """Pieces shared by every conditioned backbone.
 
+- :class:`ReturnsSelfOnTrain`: ``train()`` / ``eval()`` return the module (the stock
+  mmpretrain / mmdet backbones return None, which breaks ``model = build(cfg).eval()``).
 - :func:`check_arch`: one clear error for an unknown ``arch`` (lists the valid ones).
 - :class:`PatchTokenConditioning` and :func:`attach_conditioning`: the conditioning of a
   stock backbone: its attention modules are swapped for the conditioned ones and the
@@ -22,9 +24,18 @@ from mmcondattn.converters.classifier_to_detector import drop_classification_key
 from ..attention import condition_attention_modules
 
 __all__ = [
-    'check_arch', 'PatchTokenConditioning', 'attach_conditioning', 'pad_to_multiple',
-    'register_classification_key_filter'
+    'ReturnsSelfOnTrain', 'check_arch', 'PatchTokenConditioning', 'attach_conditioning',
+    'pad_to_multiple', 'register_classification_key_filter'
 ]
+
+
+class ReturnsSelfOnTrain:
+    """Mixin (put before the stock backbone class): ``train`` returns ``self`` like
+    ``nn.Module.train`` does."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        return self
 
 
 def check_arch(arch: Union[str, dict], zoo: Mapping[str, dict], required: Iterable[str],

@@ -17,7 +17,7 @@ from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from .pyramid import SimplePyramid
-from .utils import (attach_conditioning, check_arch, pad_to_multiple,
+from .utils import (ReturnsSelfOnTrain, attach_conditioning, check_arch, pad_to_multiple,
                     register_classification_key_filter)
 
 __all__ = ['ConditionedViT', 'ConditionedViTDet']
@@ -26,7 +26,7 @@ VIT_REQUIRED = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
 
 @PRETRAIN_MODELS.register_module()
-class ConditionedViT(VisionTransformer):
+class ConditionedViT(ReturnsSelfOnTrain, VisionTransformer):
     """ViT / DeiT classifier backbone with conditioning (mmpretrain ``MODELS``).
 
     Args:
@@ -48,7 +48,7 @@ class ConditionedViT(VisionTransformer):
 
 
 @DET_MODELS.register_module(name='ConditionedViT')
-class ConditionedViTDet(VisionTransformer):
+class ConditionedViTDet(ReturnsSelfOnTrain, VisionTransformer):
     """ViT / DeiT detection backbone with conditioning (mmdet ``MODELS``, name
     ``ConditionedViT``).
 

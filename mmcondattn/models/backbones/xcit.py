@@ -20,7 +20,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from .pyramid import SimplePyramid
-from .utils import (attach_conditioning, check_arch, pad_to_multiple,
+from .utils import (ReturnsSelfOnTrain, attach_conditioning, check_arch, pad_to_multiple,
                     register_classification_key_filter)
 
 __all__ = ['ConditionedXCiT', 'ConditionedXCiTDet']
@@ -49,7 +49,7 @@ XCIT_DET_OUT_INDICES = {12: (3, 5, 7, 11), 24: (7, 11, 15, 23)}
 
 
 @PRETRAIN_MODELS.register_module()
-class ConditionedXCiT(XCiT):
+class ConditionedXCiT(ReturnsSelfOnTrain, XCiT):
     """XCiT classifier backbone with conditioning (mmpretrain ``MODELS``).
 
     Args:
@@ -73,13 +73,9 @@ class ConditionedXCiT(XCiT):
         super().__init__(patch_size=patch_size, **settings, **kwargs)
         attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        return self  # the stock XCiT.train returns None
-
 
 @DET_MODELS.register_module(name='ConditionedXCiT')
-class ConditionedXCiTDet(XCiT):
+class ConditionedXCiTDet(ReturnsSelfOnTrain, XCiT):
     """XCiT detection backbone with conditioning (mmdet ``MODELS``, name ``ConditionedXCiT``).
 
     The official XCiT detection backbone on top of mmpretrain's XCiT blocks: patch
@@ -153,10 +149,6 @@ class ConditionedXCiTDet(XCiT):
             m.eval()
             for p in m.parameters():
                 p.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        return self  # the stock XCiT.train returns None
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = pad_to_multiple(x, SimplePyramid.strides[-1])  # (B, 3, H, W), H, W % 32 == 0
