@@ -363,3 +363,17 @@ def test_xcit_detection_frozen_stages():
     assert all(p.requires_grad for p in model.pyramid.parameters())
     with pytest.raises(ValueError, match='frozen_stages'):
         ConditionedXCiTDet(arch=XCIT, out_indices=(0, 1, 2, 3), frozen_stages=5)
+
+
+def test_swin_detection_init_refreshes_svd_corrections():
+    """mmdet's Swin initialises its weights outside mmengine's init_weights chain; the
+    svd corrections must follow the initialised weights."""
+    from mmcondattn.conditioning import spectral_correction
+    model = ConditionedSwinDet(arch=dict(embed_dims=16, depths=(2, 2, 2, 2),
+                                         num_heads=(1, 2, 2, 4)),
+                               conditioning=dict(spectral=dict(mode='svd')))
+    qkv = model.stages[1].blocks[1].attn.w_msa.qkv
+    before = qkv.weight.detach().clone()
+    model.init_weights()
+    assert not torch.equal(before, qkv.weight)
+    torch.testing.assert_close(qkv.correction, spectral_correction(qkv.weight, 'svd'))

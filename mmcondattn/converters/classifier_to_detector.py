@@ -13,15 +13,14 @@ swin      none (``norm3`` normalises the last stage in both forms)
 ========  ==========================================================================
 
 :func:`drop_classification_keys` is the one place that knows this list: the offline
-converter below uses it and so does the detection forms' load hook (which lets
+converter below uses it and so does the detection forms' load hook, which lets
 ``init_cfg=dict(type='Pretrained', checkpoint=<classifier>, prefix='backbone.')`` work
-directly). Spectral correction buffers (``*.qkv.correction``) are kept: they belong to the
-backbone's attention in both forms.
+without an offline conversion. Spectral correction buffers (``*.qkv.correction``) are
+kept: they belong to the backbone's attention in both forms.
 """
-from collections import OrderedDict
 from typing import Dict, List, Optional
 
-from .common import ConversionError, StateDict, add_prefix, split_prefix
+from .common import ConversionError, StateDict, split_prefix
 
 __all__ = ['CLASSIFICATION_ONLY_KEYS', 'drop_classification_keys', 'guess_family',
            'classifier_to_detector']
@@ -76,7 +75,7 @@ def guess_family(backbone: StateDict) -> str:
 
 
 def classifier_to_detector(state_dict: StateDict, family: Optional[str] = None) -> StateDict:
-    """Keep the ``backbone.*`` keys of a classifier that the detection form builds.
+    """The backbone keys of a classifier that the detection form builds, without prefix.
 
     Args:
         state_dict: an mmpretrain ``ImageClassifier`` state dict (``backbone.*``,
@@ -84,8 +83,8 @@ def classifier_to_detector(state_dict: StateDict, family: Optional[str] = None) 
         family: 'xcit', 'vit' or 'swin'; guessed from the keys when None.
 
     Returns:
-        ``backbone.*`` keys for the detection form of the same arch (load with
-        ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``).
+        the detection backbone's keys (``backbone.`` stripped, head and classification-only
+        keys dropped): load with ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
 
     Raises:
         ConversionError: no ``backbone.*`` key, or the family cannot be told.
@@ -93,6 +92,5 @@ def classifier_to_detector(state_dict: StateDict, family: Optional[str] = None) 
     backbone, _ = split_prefix(state_dict, 'backbone.')
     if not backbone:
         raise ConversionError('no backbone.* keys: is this an mmpretrain classifier checkpoint?')
-    backbone = OrderedDict(backbone)
     drop_classification_keys(backbone, family or guess_family(backbone))
-    return add_prefix(backbone, 'backbone.')
+    return backbone

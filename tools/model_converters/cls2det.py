@@ -2,9 +2,11 @@
 
     python tools/model_converters/cls2det.py SRC DST [--family xcit|vit|swin] [--force]
 
-Keeps the ``backbone.*`` keys the detection form builds (drops the head and, for XCiT /
-ViT, the class token and class attention); load the result with
-``init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')``.
+Keeps the backbone keys the detection form builds, without the ``backbone.`` prefix (drops
+the head and, for XCiT / ViT, the class token and class attention); load the result with
+``init_cfg=dict(type='Pretrained', checkpoint=DST)``. (The detection forms also accept the
+classifier checkpoint itself: ``init_cfg=dict(type='Pretrained', checkpoint=SRC,
+prefix='backbone.')``.)
 """
 import sys
 

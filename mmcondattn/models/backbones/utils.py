@@ -10,7 +10,6 @@
 - :func:`register_classification_key_filter`: lets a detection form load a classifier
   checkpoint of the same arch (drops the keys only the classifier has).
 """
-from dataclasses import asdict
 from typing import Iterable, Mapping, Union
 
 import torch
@@ -120,10 +119,10 @@ def attach_conditioning(backbone: nn.Module,
     backbone.conditioning = cfg
     backbone.num_conditioned_attention = condition_attention_modules(backbone, cfg)
     if cfg.tokens is not None:
-        opts = {k: v for k, v in asdict(cfg.tokens).items() if k != 'position'}
         before = cfg.tokens.position == 'before_pos_embed'
         backbone.token_conditioning = PatchTokenConditioning(
-            TokenConditioner(**opts), num_extra_tokens=0 if before else num_extra_tokens)
+            TokenConditioner.from_cfg(cfg.tokens),
+            num_extra_tokens=0 if before else num_extra_tokens)
         if before:
             patch_embed.register_forward_hook(backbone.token_conditioning.after_patch_embed)
         else:

@@ -1,0 +1,26 @@
+# The XCiT-S12/16 detection backbone and the optimizer's param-wise settings of the official
+# XCiT detection recipe, as variables that detection configs put in place of the stock ones:
+#   model = dict(backbone={{_base_.xcit_backbone}}, neck=dict(in_channels=[384] * 4))
+custom_imports = dict(imports=['mmcondattn'], allow_failed_imports=False)
+
+xcit_backbone = dict(
+    _delete_=True,  # replaces the stock backbone entirely
+    type='ConditionedXCiT',
+    arch='s12',
+    patch_size=16,
+    drop_path_rate=0.05,
+    bn_norm_cfg=dict(type='SyncBN'),  # patch embedding and LPI; one CPU process gets BN
+    pyramid_norm_cfg=dict(type='SyncBN'),  # the stride-4 adapter (fpn1)
+    conditioning=dict(),  # off; the variant configs add precond / spectral / tokens
+    # ImageNet init from a (converted) classifier checkpoint, e.g.
+    # init_cfg=dict(type='Pretrained', checkpoint='xcit-s12-p16_in1k.pth', prefix='backbone.')
+    init_cfg=None)
+
+# AdamW lr 1e-4 / weight decay 0.05 come from the stock config; no decay on these:
+xcit_paramwise_cfg = dict(
+    _delete_=True,
+    custom_keys={
+        'norm': dict(decay_mult=0.),
+        'pos_embed': dict(decay_mult=0.),
+        'temperature': dict(decay_mult=0.)
+    })

@@ -1,0 +1,3 @@
+# mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco with preconditioned attention (row-equilibrated head outputs).
+_base_ = './mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
+model = dict(backbone=dict(conditioning=dict(precond=dict())))

@@ -1,0 +1,3 @@
+# vit-b-p16_64xb64_in1k with spectral conditioning of Q/K/V (identity mode, the paper's lam=10; see docs/methods.md on lam).
+_base_ = './vit-b-p16_64xb64_in1k.py'
+model = dict(backbone=dict(conditioning=dict(spectral=dict(mode='identity', lam=10.))))
