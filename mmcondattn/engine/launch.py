@@ -61,10 +61,12 @@ def check_data(cfg, loaders=('train_dataloader', 'val_dataloader', 'test_dataloa
             paths = []
             if ds.get('ann_file'):
                 paths.append(('ann_file', osp.join(root, ds['ann_file'])))
-            prefix = ds.get('data_prefix')
+            prefix = ds.get('data_prefix') or ds.get('split')  # mmpretrain: split = sub-folder
             if isinstance(prefix, dict):
                 paths += [(f'data_prefix.{k}', osp.join(root, v)) for k, v in prefix.items()
                           if isinstance(v, str) and v]
+            elif isinstance(prefix, str):
+                paths.append(('folder', osp.join(root, prefix)))
             elif root:
                 paths.append(('data_root', root))
             for key, path in paths:
