@@ -16,7 +16,6 @@ both forms of ``ConditionedSwin``). Differences handled here:
   ``head.fc`` (``LinearClsHead``).
 """
 import re
-from collections import OrderedDict
 
 import torch
 
@@ -87,4 +86,4 @@ def convert_swin(state_dict: StateDict) -> StateDict:
             backbone[index_key] = relative_position_index(window)
     out = add_prefix(backbone, 'backbone.')
     out.update(apply_rules(head, [Rule(rf'head\.(?:fc\.)?{_P}', r'head.fc.\1')], 'Swin head'))
-    return OrderedDict(out)
+    return out
