@@ -2,14 +2,18 @@
 import argparse
 import os
 import os.path as osp
+import sys
 import warnings
 
 # mmengine imports pkg_resources, which the setuptools that mmcv's build needs flags as deprecated.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 from mmengine.config import DictAction  # noqa: E402
 
-from mmcondattn.engine.launch import (check_checkpoint, check_data, exits_cleanly, load_config,
-                                      prepare_launch)
+try:
+    from mmcondattn.engine.launch import (check_checkpoint, check_data, exits_cleanly, load_config,
+                                          prepare_launch)
+except ImportError as e:  # a broken stack (mmcondattn.stack.StackError): one line
+    sys.exit(f'error: {e}')
 
 
 def parse_args(argv=None):

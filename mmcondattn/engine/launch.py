@@ -21,9 +21,10 @@ def exits_cleanly(main):
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         from mmcondattn.conditioning import ConditioningConfigError
+        from mmcondattn.stack import StackError
         try:
             return main(*args, **kwargs)
-        except (UserError, CheckpointError, ConditioningConfigError) as e:
+        except (UserError, CheckpointError, ConditioningConfigError, StackError) as e:
             print(f'error: {e}', file=sys.stderr)
             sys.exit(2)
 
@@ -39,7 +40,7 @@ def load_config(path, cfg_options=None):
         raise UserError(f'config file not found: {path}{hint}')
     try:
         cfg = Config.fromfile(path)
-    except (SyntaxError, KeyError, FileNotFoundError, ImportError) as e:
+    except (SyntaxError, KeyError, TypeError, ValueError, FileNotFoundError, ImportError) as e:
         raise UserError(f'cannot parse config {path}: {type(e).__name__}: {e}') from None
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
