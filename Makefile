@@ -1,19 +1,30 @@
-# The two commands of the README: `make demo` and `make test`. Each runs the set-up first
-# (tools/setup_env.sh: .venv with the pinned OpenMMLab stack; seconds once it is done).
+# The two commands of the README: `make demo` and `make test` (and `make demo-cls`). Each runs
+# the set-up first (tools/setup_env.sh: .venv with the pinned OpenMMLab stack; seconds once done).
 PY := .venv/bin/python
-DEMO_CONFIG ?= configs/demo/mask-rcnn_r18_fpn_shapes.py
-DEMO_DIR ?= work_dirs/demo/$(shell date +%Y%m%d_%H%M%S)
+DEMO_CONFIG ?= configs/demo/mask-rcnn_xcit-n-p8_precond_fpn_shapes.py
+DEMO_CLS_CONFIG ?= configs/demo/xcit-n-p8_precond_shapes-cls.py
+STAMP := $(shell date +%Y%m%d_%H%M%S)
+DEMO_DIR ?= work_dirs/demo/$(STAMP)
+DEMO_CLS_DIR ?= work_dirs/demo-cls/$(STAMP)
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo data
+.PHONY: setup test demo demo-cls data data-cls
 setup:
 	@bash tools/setup_env.sh
 
 data: setup
 	@$(PY) tools/misc/generate_dataset.py coco data/shapes_coco
 
+data-cls: setup
+	@$(PY) tools/misc/generate_dataset.py imagenet data/shapes_imagenet
+
+# Mask R-CNN with a preconditioned XCiT, trained and evaluated (COCO box / mask AP).
 demo: data
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
+
+# An ImageNet-style classifier with a preconditioned XCiT, trained and evaluated (top-1).
+demo-cls: data-cls
+	$(PY) tools/train.py $(DEMO_CLS_CONFIG) --work-dir $(DEMO_CLS_DIR)
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
