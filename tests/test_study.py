@@ -1,0 +1,74 @@
+"""The small-scale study tool (tools/analysis_tools/conditioning_study.py): real runs of the
+tiny study configs on generated data, the report and plots it writes, and its arithmetic."""
+import importlib.util
+import json
+import os.path as osp
+
+import matplotlib.image as mpimg
+import pytest
+
+from conftest import REPO, run_tool
+
+TOOL = 'tools/analysis_tools/conditioning_study.py'
+
+
+def _study_module():
+    spec = importlib.util.spec_from_file_location('conditioning_study', osp.join(REPO, TOOL))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_study_trains_reports_and_reuses_runs(tmp_path):
+    args = [TOOL, '--out-dir', str(tmp_path / 'study'), '--tasks', 'cls', '--families', 'xcit',
+            '--methods', 'baseline', 'precond', '--seeds', '0', '1', '--cls-epochs', '2',
+            '--scale-data', '0.25', '--docs', str(tmp_path / 'docs/study.md')]
+    r = run_tool(args, cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    records = json.load(open(tmp_path / 'study/results.json'))
+    assert {(x['method'], x['seed']) for x in records} == {
+        ('baseline', 0), ('baseline', 1), ('precond', 0), ('precond', 1)}
+    for x in records:
+        assert [e for e, _ in x['curve']] == [1, 2]
+        assert all(0 <= v <= 100 for _, v in x['curve'])
+        assert len(x['kappa']['layers']) == 4  # the tiny XCiT's 4 XCA layers
+        assert all(k >= 1 for layer in x['kappa']['layers'] for k in layer.values())
+    report = (tmp_path / 'study/study.md').read_text()
+    rows = [line for line in report.splitlines() if line.startswith('| cls |')]
+    assert [row.split('|')[3].strip() for row in rows] == ['baseline', 'precond']
+    for name in ('curves_cls_xcit.png', 'kappa_cls_xcit.png'):
+        img = mpimg.imread(tmp_path / 'study' / name)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert (tmp_path / 'docs/study' / name).is_file()
+    assert '](study/curves_cls_xcit.png)' in (tmp_path / 'docs/study.md.results').read_text()
+
+    r = run_tool(args, cwd=tmp_path)  # every run is found finished: reused, same numbers
+    assert r.returncode == 0
+    assert json.load(open(tmp_path / 'study/results.json')) == records
+
+
+def test_summary_arithmetic():
+    study = _study_module()
+    kappa = dict(layers=[dict(kappa_attn=4., kappa_out_proj=2., kappa_x=8.)], tokens=None)
+
+    def rec(method, seed, curve):
+        return dict(task='cls', family='vit', method=method, seed=seed, seconds=30.,
+                    curve=list(enumerate(curve, 1)), kappa=kappa)
+
+    records = [rec('baseline', 0, [10, 50, 60]), rec('baseline', 1, [20, 40, 80]),
+               rec('precond', 0, [30, 70, 90]), rec('precond', 1, [50, 70, 60]),
+               rec('tokens', 0, [10, 20, 30]), rec('tokens', 1, [10, 20, 40])]
+    rows = {r['method']: r for r in study.summarize(records, ['baseline', 'precond', 'tokens'])}
+    assert rows['baseline']['final'] == pytest.approx((70., 14.1421356))
+    assert rows['baseline']['reach'] == 3
+    assert rows['precond']['reach'] == 2  # mean curve 40, 70 >= 70: the baseline's final mean
+    assert rows['tokens']['reach'] is None
+    assert rows['precond']['kappa'] == dict(kappa_attn=4., kappa_out_proj=2., kappa_x=8.)
+    assert rows['tokens']['minutes'] == pytest.approx(1.)
+
+
+def test_unknown_method_is_one_line(tmp_path):
+    r = run_tool([TOOL, '--methods', 'baseline', 'precnd'], cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: unknown method 'precnd'; valid: baseline, precond, "
+                                "spectral, spectral_lam1, tokens, all")
