@@ -61,7 +61,7 @@ METHODS = {
 DEFAULT_METHODS = ['baseline', 'precond', 'spectral', 'tokens', 'all']
 # generated data: (format, folder, train images (per class for imagenet), val images, size)
 DATA = {'cls': ('imagenet', 'shapes_imagenet', 32, 16, 64),
-        'det': ('coco', 'shapes_coco', 48, 16, 96)}
+        'det': ('coco', 'shapes_coco', 32, 16, 96)}
 # κ(A), κ(C·O) (the head outputs the projection receives: preconditioned where precond is
 # on, else O), κ(X) (layer inputs); see mmcondattn.models.probe.LAYER_KEYS
 KAPPA_KEYS = ('kappa_attn', 'kappa_out_proj', 'kappa_x')
@@ -76,7 +76,7 @@ def parse_args(argv=None):
     p.add_argument('--methods', nargs='+', default=DEFAULT_METHODS)
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--cls-epochs', type=int, default=15)
-    p.add_argument('--det-epochs', type=int, default=12)
+    p.add_argument('--det-epochs', type=int, default=10)
     p.add_argument('--scale-data', type=float, default=1.0,
                    help='fraction of the default number of generated images (tests use less)')
     p.add_argument('--docs', help='also write the report here (plots next to it, in '
