@@ -1,5 +1,5 @@
-"""The classification path end to end: the quick-start classifier (a preconditioned XCiT on the
-generated ImageNet-style folders) trained with 2 CPU processes by tools/dist_train.sh, then
+"""The classification path end to end (`make demo-cls` at a small scale): the quick-start
+classifier (a preconditioned XCiT on the generated ImageNet-style folders) trained with 2 CPU processes by tools/dist_train.sh, then
 evaluated (top-1) by tools/dist_test.sh, through mmpretrain's stock dataset, head and metric."""
 import glob
 import json

@@ -36,7 +36,10 @@ EXERCISED_BY = {
     'tools/model_converters/vit2mmcondattn.py': 'tests/test_converters.py::test_command_lines',
     'tools/model_converters/swin2mmcondattn.py': 'tests/test_converters.py::test_command_lines',
     'tools/model_converters/cls2det.py': 'tests/test_converters.py::test_command_lines',
+    'tools/slurm_train.sh': 'tests/test_slurm_scripts.py::test_srun_command_line',
+    'tools/slurm_test.sh': 'tests/test_slurm_scripts.py::test_srun_command_line',
     'make demo': 'tests/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
+    'make demo-cls': 'tests/test_classification_e2e.py::test_classifier_dist_train_then_dist_test',
     'make test': 'the test suite itself (.ci/run runs it)',
 }
 # Commands run here verbatim (in a temporary folder): scripts whose doc commands are run by
