@@ -21,11 +21,12 @@ _COLOURS = np.array([[230, 60, 60], [60, 200, 60], [70, 90, 240], [240, 200, 40]
                      [200, 70, 220], [40, 210, 220]], dtype=np.uint8)
 
 
-def _draw(kind, canvas_hw, rng):
-    """A binary mask (H, W) of one random shape of ``kind``."""
+def _draw(kind, canvas_hw, rng, size_range=(1 / 6, 1 / 3)):
+    """A binary mask (H, W) of one random shape of ``kind``, its size a fraction in
+    ``size_range`` of the shorter side."""
     h, w = canvas_hw
     m = np.zeros((h, w), np.uint8)
-    size = int(rng.integers(min(h, w) // 6, min(h, w) // 3))
+    size = int(rng.integers(int(min(h, w) * size_range[0]), int(min(h, w) * size_range[1])))
     cx = int(rng.integers(size // 2 + 1, w - size // 2 - 1))
     cy = int(rng.integers(size // 2 + 1, h - size // 2 - 1))
     r = size // 2
@@ -113,8 +114,9 @@ def make_coco_shapes(out_dir, num_train=32, num_val=8, img_size=128, max_objects
 
 
 def make_imagenet_folder(out_dir, num_train_per_class=16, num_val_per_class=4, img_size=64,
-                         seed=0):
-    """Write an ImageNet-style folder dataset: one class per shape, one object per image.
+                         seed=0, size_range=(1 / 6, 1 / 3)):
+    """Write an ImageNet-style folder dataset: one class per shape, one object per image
+    whose size is a fraction in ``size_range`` of the image side.
 
     Layout: ``{out_dir}/{train,val}/{class}/{i}.png`` and ``meta/{split}.txt`` lines
     ``{class}/{i}.png {label}`` (the ImageNet ann_file format). Returns ``out_dir``.
@@ -128,7 +130,7 @@ def make_imagenet_folder(out_dir, num_train_per_class=16, num_val_per_class=4, i
             os.makedirs(osp.join(out_dir, split, kind), exist_ok=True)
             for i in range(num):
                 img = _background(hw, rng)
-                img[_draw(kind, hw, rng).astype(bool)] = _COLOURS[rng.integers(len(_COLOURS))]
+                img[_draw(kind, hw, rng, size_range).astype(bool)] = _COLOURS[rng.integers(len(_COLOURS))]
                 rel = f'{kind}/{i:05d}.png'
                 cv2.imwrite(osp.join(out_dir, split, rel), img[..., ::-1])
                 lines.append(f'{rel} {label}')

@@ -59,9 +59,10 @@ METHODS = {
     'all': dict(precond=dict(), spectral=dict(), tokens=dict()),
 }
 DEFAULT_METHODS = ['baseline', 'precond', 'spectral', 'tokens', 'all']
-# generated data: (format, folder, train images (per class for imagenet), val images, size)
-DATA = {'cls': ('imagenet', 'shapes_imagenet', 32, 16, 64),
-        'det': ('coco', 'shapes_coco', 32, 16, 96)}
+# generated data: (format, folder, train images (per class for imagenet), val images, size,
+# extra generator options); classification: large shapes (0.4-0.8 of the side) at 32 px
+DATA = {'cls': ('imagenet', 'shapes_imagenet', 128, 32, 32, dict(size_range=(0.4, 0.8))),
+        'det': ('coco', 'shapes_coco', 32, 16, 96, dict())}
 # κ(A), κ(C·O) (the head outputs the projection receives: preconditioned where precond is
 # on, else O), κ(X) (layer inputs); see mmcondattn.models.probe.LAYER_KEYS
 KAPPA_KEYS = ('kappa_attn', 'kappa_out_proj', 'kappa_x')
@@ -75,7 +76,7 @@ def parse_args(argv=None):
     p.add_argument('--families', nargs='+', default=['xcit', 'vit', 'swin'])
     p.add_argument('--methods', nargs='+', default=DEFAULT_METHODS)
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    p.add_argument('--cls-epochs', type=int, default=15)
+    p.add_argument('--cls-epochs', type=int, default=12)
     p.add_argument('--det-epochs', type=int, default=10)
     p.add_argument('--scale-data', type=float, default=1.0,
                    help='fraction of the default number of generated images (tests use less)')
@@ -98,13 +99,13 @@ def parse_args(argv=None):
 def make_data(task, out_dir, scale):
     """Generate the task's dataset under ``out_dir/data`` (kept if already there)."""
     from mmcondattn.datasets import make_coco_shapes, make_imagenet_folder
-    fmt, name, n_train, n_val, size = DATA[task]
+    fmt, name, n_train, n_val, size, extra = DATA[task]
     n_train, n_val = max(2, round(n_train * scale)), max(2, round(n_val * scale))
     root = osp.join(out_dir, 'data', f'{name}_{n_train}_{n_val}_{size}')
     if not osp.isfile(osp.join(root, 'done')):
         shutil.rmtree(root, ignore_errors=True)
         make = make_coco_shapes if fmt == 'coco' else make_imagenet_folder
-        make(root, n_train, n_val, size, seed=2026)
+        make(root, n_train, n_val, size, seed=2026, **extra)
         open(osp.join(root, 'done'), 'w').close()
     return osp.abspath(root)
 
