@@ -32,7 +32,8 @@ from ..conditioning import (PreconditionedLinear, SpectralLinear, parse_conditio
 
 __all__ = [
     'ConditionedMultiheadAttention', 'ConditionedWindowMSA', 'ConditionedDetWindowMSA',
-    'ConditionedXCA', 'condition_attention_modules', 'record_attention', 'CONDITIONED_LAYERS'
+    'ConditionedXCA', 'condition_attention_modules', 'record_attention', 'attention_layers',
+    'CONDITIONED_LAYERS'
 ]
 
 
@@ -121,6 +122,12 @@ def _is_attention(m: nn.Module) -> bool:
     return isinstance(m, tuple(CONDITIONED_LAYERS))
 
 
+def attention_layers(model: nn.Module):
+    """``[(name, module)]`` of the attention layers :func:`record_attention` records (stock
+    or conditioned, the four families), in module (= forward) order."""
+    return [(name, m) for name, m in model.named_modules() if _is_attention(m)]
+
+
 def _mha_attention(m: MultiheadAttention, qkv: torch.Tensor) -> torch.Tensor:
     """Explicit A (B, heads, N, N) of a MultiheadAttention from its qkv output (B, N, 3D);
     the stock forward never forms it (fused SDPA). Dropout is not applied."""
@@ -138,18 +145,23 @@ def record_attention(model: nn.Module):
     """Record attention matrices and head outputs of every attention layer (stock or
     conditioned, the four families) while the ``with`` block runs forwards.
 
-    Yields a dict ``{module name: {'attn': A, 'out': O[, 'out_cond': C·O]}}`` filled by each
-    forward (last call wins), detached:
-    A (B, heads, N, N) softmax rows (window batches for Swin; (B, heads, d, d) channel
-    attention for XCA); O (B, heads, N, d) head outputs before the projection;
-    'out_cond' the preconditioned outputs where precond is on. Hooks are removed on exit.
+    Yields a dict ``{module name: {'x': X, 'attn': A, 'out': O[, 'out_cond': C·O]}}`` filled
+    by each forward (last call wins), detached:
+    X (B, N, D) the layer's input tokens, from which q, k, v are computed (after the block's
+    norm; (B·windows, Ws², C) windows for Swin); A (B, heads, N, N) softmax rows (window
+    batches for Swin; (B, heads, d, d) channel attention for XCA); O (B, heads, N, d) head
+    outputs before the projection; 'out_cond' the preconditioned outputs where precond is
+    on. Hooks are removed on exit.
     """
     records: Dict[str, dict] = {}
     handles = []
-    for name, m in model.named_modules():
-        if not _is_attention(m):
-            continue
+    for name, m in attention_layers(model):
         rec = records.setdefault(name, {})
+
+        def on_input(mod, args, kwargs, rec=rec):
+            rec['x'] = (args[0] if args else kwargs['x']).detach()
+
+        handles.append(m.register_forward_pre_hook(on_input, with_kwargs=True))
 
         def on_proj(mod, args, m=m, rec=rec):
             o = args[0].detach().unflatten(-1, (m.num_heads, -1)).transpose(-3, -2)

@@ -1,0 +1,142 @@
+"""tools/analysis_tools/conditioning.py: tables, CSV and PNG plots per layer for baseline and
+conditioned models of each family, checkpoints, and κ over training from the hook's logs."""
+import csv
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+
+from cond_helpers import ALL_METHODS, cls_config, kappa, scalars, train
+from conftest import REPO, run_tool
+
+TOOL = 'tools/analysis_tools/conditioning.py'
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('conditioning_tool', osp.join(REPO, TOOL))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _check_png(path):
+    import matplotlib.image as mpimg
+    with open(path, 'rb') as f:
+        assert f.read(8) == PNG_SIGNATURE
+    assert osp.getsize(path) > 1000
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+@pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
+def test_baseline_vs_conditioned_per_layer(family, tool, tmp_path):
+    base = cls_config(tmp_path / f'{family}_base.py', family)
+    cond = cls_config(tmp_path / f'{family}_cond.py', family, ALL_METHODS)
+    out = tmp_path / 'out'
+    res = tool.main([base, '--compare', cond, '--labels', 'baseline', 'conditioned',
+                     '--out-dir', str(out), '--num-images', '2', '--img-size', '32'])
+    for name in ('conditioning.md', 'conditioning.csv', 'conditioning_heads.csv'):
+        assert (out / name).stat().st_size > 0
+    _check_png(out / 'conditioning_layers.png')
+    rows = _csv(out / 'conditioning.csv')
+    layers = {m: [r for r in rows if r['model'] == m and r['layer'] != 'tokens']
+              for m in ('baseline', 'conditioned')}
+    assert len(layers['baseline']) == len(layers['conditioned']) == 2
+    # the plotted bars are the table's numbers
+    for key, per_model in res['plotted'].items():
+        for model, heights in per_model.items():
+            assert heights == [float(r[key]) for r in layers[model]]
+    tokens = {r['model']: float(r['kappa_x']) for r in rows if r['layer'] == 'tokens'}
+    assert tokens['conditioned'] <= 2 + 1e-6 < tokens['baseline']
+    md = (out / 'conditioning.md').read_text()
+    assert '| baseline |' in md and '| conditioned |' in md and '(×' in md
+    assert len(_csv(out / 'conditioning_heads.csv')) == 2 * 2 * 2  # models × layers × heads
+
+
+def test_checkpoint_and_dataset_images(tool, tmp_path):
+    """A checkpoint's weights are what is measured (κ(W) from svdvals of its weights); the
+    config's test dataset is used when it exists."""
+    from mmcondattn.datasets import make_imagenet_folder
+    data = make_imagenet_folder(str(tmp_path / 'imnet'), num_train_per_class=0,
+                                num_val_per_class=1, img_size=40, seed=0)
+    cfg = cls_config(tmp_path / 'xcit.py', 'xcit', dict(spectral=dict(lam=2.0)), data_root=data)
+    res0 = tool.main([cfg, '--out-dir', str(tmp_path / 'init'), '--num-images', '2'])
+    init = res0['results']['xcit']  # the initialised model's numbers
+    assert res0['sources'] == {'xcit': '2 images of the test_dataloader dataset'}
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmpretrain')
+    torch.manual_seed(5)
+    net = MODELS.build(Config.fromfile(cfg).model)
+    torch.save({'state_dict': net.state_dict(), 'meta': {}}, tmp_path / 'a.pth')
+    out = tmp_path / 'ckpt'
+    tool.main([cfg, str(tmp_path / 'a.pth'), '--out-dir', str(out), '--num-images', '2'])
+    rows = [r for r in _csv(out / 'conditioning.csv') if r['layer'] != 'tokens']
+    w = net.backbone.xca_layers[1].attn.qkv.weight.detach().double().chunk(3)[0]
+    want = kappa(w + 2.0 * torch.eye(32, dtype=torch.float64))
+    assert float(rows[1]['kappa_wq']) == pytest.approx(want, rel=1e-6)  # W + C in fp32
+    assert float(rows[1]['kappa_wq']) != init['layers'][1]['kappa_wq']
+
+
+def test_mismatched_checkpoint_is_one_line(tmp_path):
+    vit = cls_config(tmp_path / 'vit.py', 'vit')
+    xcit = cls_config(tmp_path / 'xcit.py', 'xcit')
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import mmcondattn  # noqa: F401
+    init_default_scope('mmpretrain')
+    torch.save({'state_dict': MODELS.build(Config.fromfile(xcit).model).state_dict()},
+               tmp_path / 'xcit.pth')
+    r = run_tool([TOOL, vit, str(tmp_path / 'xcit.pth'), '--out-dir', str(tmp_path / 'o')],
+                 cwd=tmp_path)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.count('\n') == 0, r.stderr[-2000:]
+    assert err.startswith('error: checkpoint') and 'missing keys' in err
+    assert 'unexpected keys' in err and 'backbone.layers.0' in err
+
+
+def test_bad_labels_and_missing_config(tool, tmp_path, capsys):
+    cfg = cls_config(tmp_path / 'vit.py', 'vit')
+    with pytest.raises(SystemExit) as e:
+        tool.main([cfg, '--labels', 'a', 'b'])
+    assert e.value.code == 2 and 'gives 2 labels for 1 models' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path / 'nope.py')])
+    assert 'config file not found' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main(['--logs', str(tmp_path)])
+    assert 'no ConditionMonitorHook records' in capsys.readouterr().err
+
+
+def test_kappa_over_training_from_logs(tool, tmp_path):
+    from mmcondattn.datasets import make_imagenet_folder
+    data = make_imagenet_folder(str(tmp_path / 'imnet'), num_train_per_class=4,
+                                num_val_per_class=0, img_size=32, seed=0)
+    wds = []
+    for name, cond in (('base', None), ('cond', ALL_METHODS)):
+        cfg = cls_config(tmp_path / f'{name}.py', 'xcit', cond, data_root=data, hook_interval=1,
+                         max_iters=3)
+        train(cfg, tmp_path / name, f'logs_{name}')
+        wds.append(str(tmp_path / name))
+    out = tmp_path / 'out'
+    res = tool.main(['--logs', *wds, '--labels', 'baseline', 'conditioned', '--out-dir', str(out)])
+    _check_png(out / 'conditioning_logs.png')
+    assert (out / 'conditioning_logs.md').stat().st_size > 0
+    for label, wd in zip(('baseline', 'conditioned'), wds):
+        logged = [r for r in scalars(wd) if 'cond/kappa_attn_mean' in r]
+        steps, vals = res['plotted']['cond/kappa_attn_mean'][label]
+        assert steps == [r['step'] for r in logged] == [0, 1, 2, 3]
+        assert vals == [r['cond/kappa_attn_mean'] for r in logged]
+    rows = _csv(out / 'conditioning_logs.csv')
+    assert {r['run'] for r in rows} == {'baseline', 'conditioned'}
+    tok = res['plotted']['cond/kappa_tokens']
+    assert max(tok['conditioned'][1]) <= 2 + 1e-6 < min(tok['baseline'][1])
