@@ -69,8 +69,9 @@ def test_collections_and_fields():
             used.add(m['In Collection'])
             assert set(m) <= {'Name', 'In Collection', 'Config', 'Metadata', 'Results',
                               'Weights'}, (path, m['Name'], set(m))
-            assert set(m['Metadata']) <= {'Training Data', 'Epochs', 'Training Memory (GB)',
-                                          'inference time (ms/im)'}, m['Name']
+            assert set(m['Metadata']) <= {'Training Data', 'Epochs', 'Iterations',
+                                          'Training Memory (GB)', 'inference time (ms/im)'}, \
+                m['Name']
             stem = m['Name']
             method = next((k for k in ('precond', 'spectral', 'tokens') if f'_{k}_' in stem
                            or stem.endswith(f'_{k}')), None)
@@ -87,7 +88,10 @@ def test_metadata_matches_each_config():
         cfg = Config.fromfile(m['Config'])
         meta = yaml.safe_load(open(m['metafile']))
         entry = next(e for e in meta['Models'] if e['Name'] == m['Name'])
-        assert entry['Metadata']['Epochs'] == cfg.train_cfg.max_epochs, m['Name']
+        if 'max_iters' in cfg.train_cfg:  # an iteration-based schedule
+            assert entry['Metadata']['Iterations'] == cfg.train_cfg.max_iters, m['Name']
+        else:
+            assert entry['Metadata']['Epochs'] == cfg.train_cfg.max_epochs, m['Name']
         ds = cfg.train_dataloader.dataset
         while 'data_root' not in ds and 'dataset' in ds:
             ds = ds.dataset
