@@ -1,0 +1,223 @@
+"""The benchmark tool (tiny sizes; it measures, nothing here asserts speed) and the optimised
+paths of the three methods against their plain reference implementations."""
+import datetime
+import importlib.util
+import math
+import os.path as osp
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mmcondattn  # noqa: F401  registers the backbones
+from mmcondattn.benchmark import (BEGIN, END, FAMILIES, METHODS, BenchmarkSettings, Row,
+                                  bench_backbone, bench_detectors, peak_memory,
+                                  render_markdown, time_alternating, write_markdown)
+from mmcondattn.conditioning import (PreconditionedLinear, SpectralLinear, condition_number,
+                                     condition_tokens, spectral_correction)
+from conftest import REPO, run_tool
+
+TOOL = 'tools/analysis_tools/benchmark_conditioning.py'
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('benchmark_conditioning', osp.join(REPO, TOOL))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table(text, first_cell):
+    """Rows (lists of cells) of the markdown table whose header starts with ``first_cell``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f'| {first_cell} |'))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith('|'):
+            break
+        rows.append([c.strip() for c in line.strip().strip('|').split('|')])
+    header, rule, body = rows[0], rows[1], rows[2:]
+    assert all(re.fullmatch(r'-{3,}', c) for c in rule) and len(rule) == len(header)
+    assert all(len(r) == len(header) for r in body)
+    return header, body
+
+
+def test_tool_writes_a_markdown_table(tmp_path):
+    out = tmp_path / 'bench.md'
+    args = [TOOL, '--tiny', '--sizes', 'cls', '--no-detector', '--repeats', '1', '--warmup',
+            '0', '--device', 'cpu', '--out', str(out)]
+    res = run_tool(args, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert '[15/15]' in res.stdout  # progress, one line per row
+    text = out.read_text()
+    # header: command line, machine, torch version, load averages
+    assert 'benchmark_conditioning.py --tiny --sizes cls --no-detector' in text
+    assert f'torch {torch.__version__}' in text and 'cores' in text
+    assert re.search(r'load average .* at start [\d.]+ / [\d.]+ / [\d.]+', text)
+
+    header, body = table(text, 'family')
+    assert [r[:3] for r in body] == [[f, 'cls', m] for f in FAMILIES for m in METHODS]
+    for col in ('train ratio', 'infer ratio', 'peak ratio'):
+        ratios = [float(r[header.index(col)]) for r in body]
+        assert all(math.isfinite(v) and v > 0 for v in ratios)
+    peaks = [float(r[header.index('peak plain MiB')]) for r in body]
+    assert all(p > 0 for p in peaks)
+
+    header, body = table(text, 'family | size | X')
+    assert len(body) == 3 and 'gram ms' in header
+    for r in body:  # the svd solver keeps its promise on real tokens, all on the κ = 1e4 ones
+        assert float(r[header.index('svd κ(X+C)')]) <= 2.01
+        assert all(float(r[i]) <= 2.05 for i, h in enumerate(header) if h.endswith('=1e4'))
+
+
+@pytest.mark.parametrize('args,bad', [(['--families', 'vit', 'resnet'], "'resnet'"),
+                                      (['--methods', 'precondition'], "'precondition'"),
+                                      (['--img-size', 'seg=64'], "'seg'")])
+def test_bad_choices_get_one_error_listing_the_valid_ones(args, bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_tool().parse_args(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert bad in err and 'valid:' in err
+    valid = {'--families': FAMILIES, '--methods': METHODS, '--img-size': ('cls', 'det')}[args[0]]
+    assert all(v in err for v in valid)
+
+
+def test_write_markdown_keeps_prose_around_the_markers(tmp_path):
+    doc = tmp_path / 'performance.md'
+    doc.write_text(f'# Performance\nprose\n{BEGIN}\nold table\n{END}\nmore prose\n')
+    write_markdown(str(doc), '| new | table |')
+    assert doc.read_text() == (f'# Performance\nprose\n{BEGIN}\n| new | table |\n{END}\n'
+                               'more prose\n')
+    plain = tmp_path / 'new' / 'bench.md'
+    write_markdown(str(plain), '| t |')
+    assert plain.read_text() == '| t |\n'
+
+
+def test_time_alternating_warms_up_then_alternates():
+    calls = []
+    medians = time_alternating(['a', 'b'], calls.append, warmup=2, repeats=4,
+                               device=torch.device('cpu'))
+    assert calls == ['a', 'a', 'b', 'b'] + ['a', 'b', 'b', 'a'] * 2
+    assert len(medians) == 2 and all(t >= 0 for t in medians)
+
+
+def test_cpu_peak_memory_sees_the_allocator():
+    """State bytes + the largest growth: a 4 MiB temporary on top of a kept 1 MiB result."""
+    model = nn.Linear(256, 256)  # 257 KiB of parameters, no gradients in this step
+    mib = 2**20
+
+    def step(m):
+        tmp = torch.ones(mib, dtype=torch.uint8) * 4  # 1 MiB, then 4 MiB alive at once
+        big = torch.empty(4 * mib, dtype=torch.uint8)
+        m.kept = tmp.clone()
+        del tmp, big
+
+    other = nn.Linear(4, 4)  # measured in the same session: its own, smaller range
+    peak, small = peak_memory([model, other], step, torch.device('cpu'))
+    state = sum(p.numel() * 4 for p in model.parameters())
+    assert 5 * mib <= peak - state < 6.1 * mib
+    assert 5 * mib <= small - 80 < 6.1 * mib
+
+
+def test_detector_rows_render():
+    """One Mask R-CNN iteration per detector (tiny backbones, 64 px), then its table."""
+    s = BenchmarkSettings(sizes=['det'], tiny=True, repeats=1, warmup=0, solvers=False)
+    rows = bench_detectors(s)
+    text = render_markdown(dict(settings=s, started=datetime.datetime.now(),
+                                load_start=(0., 0., 0.), load_end=(0., 0., 0.), backbones=[],
+                                detectors=rows, solvers=[]), 'python tool --tiny')
+    header, body = table(text, 'detector')
+    assert [r[0] for r in body] == ['XCiT-S12/16 plain', 'XCiT-S12/16 precond',
+                                    'Swin-T stock mmdet (reference)']
+    assert float(body[0][header.index('train ratio')]) == 1.0
+    assert all(float(r[header.index('peak ratio')]) > 0 for r in body)
+
+
+def test_backbone_row_twins_share_weights_and_differ_by_conditioning():
+    s = BenchmarkSettings(families=['xcit'], methods=['spectral_folded'], sizes=['det'],
+                          tiny=True, repeats=1, warmup=0)
+    row = bench_backbone('xcit', 'det', 'spectral_folded', s)
+    assert isinstance(row, Row) and row.shape == (1, 3, 64, 64)
+    # folded spectral corrections leave no buffers: the twins hold equally many bytes
+    assert row.peak[0] > 0 and row.peak[1] > 0
+
+
+# --- optimised paths equal the plain reference implementations ------------------------------
+
+@pytest.mark.parametrize('detach', [True, False])
+def test_preconditioned_linear_equals_per_head_reference(detach):
+    """Row scaling of the merged heads (fused SDPA kept) = METHODS.md §1 on (B, heads, N, d)
+    before the merge; forward and gradients, float32 rounding only (rtol 1e-5)."""
+    torch.manual_seed(0)
+    b, heads, n, d = 2, 4, 9, 8
+    proj = nn.Linear(heads * d, 16)
+    fast = PreconditionedLinear.from_linear(proj, heads, dict(scale=2., detach=detach))
+    o = (torch.randn(b, heads, n, d) * torch.logspace(-2, 2, n)[:, None]).requires_grad_()
+
+    def reference(o):  # C_h = diag(s / (‖(O_h)_i‖ + eps)) per head, then merge and project
+        norm = o.norm(dim=-1, keepdim=True)
+        c = 2. / ((norm.detach() if detach else norm) + 1e-6)
+        return proj((c * o).transpose(1, 2).reshape(b, n, heads * d))
+
+    up = torch.randn(b, n, 16)
+    ref = reference(o)
+    g_ref = torch.autograd.grad((ref * up).sum(), [o, proj.weight])
+    out = fast(o.transpose(1, 2).reshape(b, n, heads * d))
+    g_out = torch.autograd.grad((out * up).sum(), [o, proj.weight])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for g, r in zip(g_out, g_ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('targets', [('q', 'k', 'v'), ('k', )])
+def test_spectral_identity_without_matmul_equals_w_plus_c(targets):
+    """lam·x added to F.linear's output = F.linear(x, W + lam·I, b); gradients of x, W, b too
+    (float32 rounding: rtol 1e-5)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(12, 36)
+    fast = SpectralLinear.from_linear(lin, dict(lam=10., targets=targets))
+    x = torch.randn(3, 5, 12, requires_grad=True)
+    up = torch.randn(3, 5, 36)
+    params = [x, lin.weight, lin.bias]
+    ref = F.linear(x, lin.weight + spectral_correction(lin.weight, 'identity', 10., targets),
+                   lin.bias)
+    g_ref = torch.autograd.grad((ref * up).sum(), params)
+    out = fast(x)
+    g_out = torch.autograd.grad((out * up).sum(), params)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(g_out, g_ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-4)
+
+
+def test_folded_backbone_equals_conditioned():
+    """spectral_folded rows time the same function as spectral ones (rtol 1e-4)."""
+    from mmcondattn.benchmark import build_twins
+    x = torch.randn(2, 3, 32, 32)
+    _, cond = build_twins('vit', 'cls', 'spectral', (32, 32), tiny=True)
+    _, folded = build_twins('vit', 'cls', 'spectral_folded', (32, 32), tiny=True)
+    with torch.no_grad():
+        want, got = cond.eval()(x)[-1], folded.eval()(x)[-1]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert not any('correction' in k for k in folded.state_dict())
+
+
+@pytest.mark.parametrize('shape', [(64, 16), (16, 64)])
+@pytest.mark.parametrize('kappa', [1e2, 1e4, 1e6])
+def test_default_gram_solver_equals_svd_reference(shape, kappa):
+    """The default solver (gram, float64 Gram matrix) = the exact SVD construction for
+    full-rank X (up to κ(X) = 1e4, where float32 singular vectors are still determined:
+    atol 3e-3 on entries of size ~1), and κ(X + C) <= 2 (+1e-2) up to κ(X) = 1e6."""
+    import math
+    n, d = shape
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(2, n, min(n, d), generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(2, d, min(n, d), generator=g, dtype=torch.float64))[0]
+    s = torch.logspace(0, -math.log10(kappa), min(n, d), dtype=torch.float64)
+    x = (3 * (u * s) @ v.mT).float()
+    got = condition_tokens(x)
+    if kappa <= 1e4:
+        torch.testing.assert_close(got, condition_tokens(x, 'svd'), rtol=1e-3, atol=3e-3)
+    assert (condition_number(got) <= 2 + 1e-2).all()

@@ -1,0 +1,87 @@
+"""Speed and memory of conditioned attention against the unconditioned twin, as markdown.
+
+Examples::
+
+    # the CPU tables of docs/performance.md (replaced between its benchmark markers)
+    python tools/analysis_tools/benchmark_conditioning.py --out docs/performance.md
+    # a quick look at one family and method on a GPU
+    python tools/analysis_tools/benchmark_conditioning.py --families xcit --methods precond \\
+        --device cuda --out work_dirs/bench.md
+
+See :mod:`mmcondattn.benchmark` for what is measured and how.
+"""
+import argparse
+import sys
+
+import torch
+
+import mmcondattn  # noqa: F401  registers the conditioned backbones
+from mmcondattn.benchmark import (FAMILIES, METHODS, SIZES, BenchmarkSettings, command_line,
+                                  render_markdown, run_benchmark, write_markdown)
+
+
+def parse_hw(text: str):
+    """'512' -> (512, 512); '800x1333' -> (800, 1333)."""
+    h, _, w = text.lower().partition('x')
+    return int(h), int(w or h)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--families', nargs='+', default=list(FAMILIES),
+                   help=f'backbone families (default: all of {", ".join(FAMILIES)})')
+    p.add_argument('--methods', nargs='+', default=list(METHODS),
+                   help=f'methods (default: all of {", ".join(METHODS)})')
+    p.add_argument('--sizes', nargs='+', default=list(SIZES),
+                   help='cls (classification form) and/or det (detection form; also the '
+                   'whole-detector rows)')
+    p.add_argument('--img-size', nargs='+', default=[], metavar='SIZE=HxW',
+                   help='input sizes, e.g. cls=224 det=800x1333 (defaults: cls 224, det 512 '
+                   'on CPU / 800x1333 on GPU; --tiny: 32 and 64)')
+    p.add_argument('--batch-size', type=int, default=None,
+                   help='classification batch (default 4 on CPU, 8 on GPU)')
+    p.add_argument('--det-batch-size', type=int, default=None,
+                   help='detection batch (default 1 on CPU, 2 on GPU)')
+    p.add_argument('--repeats', type=int, default=7, help='timed calls per model (median)')
+    p.add_argument('--warmup', type=int, default=2, help='untimed calls per model first')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--tiny', action='store_true', help='tiny archs and images (tests)')
+    p.add_argument('--no-detector', action='store_true', help='skip the Mask R-CNN rows')
+    p.add_argument('--no-solvers', action='store_true', help='skip the token-solver table')
+    p.add_argument('--out', help='markdown file to write (replaces only the part between '
+                   '<!-- benchmark:begin --> and <!-- benchmark:end --> if it has them)')
+    args = p.parse_args(argv)
+    try:
+        img_size = {}
+        for item in args.img_size:
+            size, _, hw = item.rpartition('=')
+            for s in [size] if size else SIZES:
+                img_size[s] = parse_hw(hw)
+    except ValueError:
+        p.error(f'--img-size takes SIZE=HxW or HxW items (SIZE in {", ".join(SIZES)}), got '
+                f'{args.img_size}')
+    batch = {k: v for k, v in (('cls', args.batch_size), ('det', args.det_batch_size)) if v}
+    try:
+        settings = BenchmarkSettings(
+            families=args.families, methods=args.methods, sizes=args.sizes,
+            img_size=img_size, batch_size=batch, repeats=args.repeats, warmup=args.warmup,
+            device=args.device, tiny=args.tiny, detectors=not args.no_detector,
+            solvers=not args.no_solvers)
+    except ValueError as e:
+        p.error(str(e))
+    return args, settings
+
+
+def main(argv=None):
+    args, settings = parse_args(argv)
+    text = render_markdown(run_benchmark(settings), command_line(
+        sys.argv if argv is None else [sys.argv[0], *argv]))
+    if args.out:
+        write_markdown(args.out, text)
+        print(f'wrote {args.out}')
+    else:
+        print(text)
+
+
+if __name__ == '__main__':
+    main()
