@@ -1,14 +1,13 @@
 """tools/analysis_tools/conditioning.py: tables, CSV and PNG plots per layer for baseline and
 conditioned models of each family, checkpoints, and κ over training from the hook's logs."""
 import csv
-import importlib.util
 import os.path as osp
 
 import pytest
 import torch
 
 from cond_helpers import ALL_METHODS, cls_config, kappa, scalars, train
-from conftest import REPO, run_tool
+from conftest import load_tool, run_tool
 
 TOOL = 'tools/analysis_tools/conditioning.py'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -16,10 +15,7 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('conditioning_tool', osp.join(REPO, TOOL))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool(TOOL)
 
 
 def _csv(path):

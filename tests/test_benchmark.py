@@ -1,9 +1,7 @@
 """The benchmark tool (tiny sizes; it measures, nothing here asserts speed) and the optimised
 paths of the three methods against their plain reference implementations."""
 import datetime
-import importlib.util
 import math
-import os.path as osp
 import re
 
 import pytest
@@ -17,16 +15,13 @@ from mmcondattn.benchmark import (BEGIN, END, FAMILIES, METHODS, BenchmarkSettin
                                   render_markdown, time_alternating, write_markdown)
 from mmcondattn.conditioning import (PreconditionedLinear, SpectralLinear, condition_number,
                                      condition_tokens, spectral_correction)
-from conftest import REPO, run_tool
+from conftest import load_tool, run_tool
 
 TOOL = 'tools/analysis_tools/benchmark_conditioning.py'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_conditioning', osp.join(REPO, TOOL))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def benchmark_tool():
+    return load_tool(TOOL)
 
 
 def table(text, first_cell):
@@ -77,7 +72,7 @@ def test_tool_writes_a_markdown_table(tmp_path):
                                       (['--img-size', 'seg=64'], "'seg'")])
 def test_bad_choices_get_one_error_listing_the_valid_ones(args, bad, capsys):
     with pytest.raises(SystemExit) as e:
-        load_tool().parse_args(args)
+        benchmark_tool().parse_args(args)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert bad in err and 'valid:' in err

@@ -2,8 +2,6 @@
 dicts in the official XCiT classification / detection layouts built from them) are
 converted and must compute what the source computes. Also the classifier -> detection
 converter and the command lines."""
-import importlib.util
-import os.path as osp
 from collections import OrderedDict
 
 import pytest
@@ -15,8 +13,9 @@ from mmcondattn.converters import (ConversionError, classifier_to_detector, conv
                                    convert_vit, convert_xcit, load_state_dict)
 from mmcondattn.models.backbones import ConditionedSwinDet, ConditionedXCiT, ConditionedXCiTDet
 
+from conftest import load_tool
+
 timm = pytest.importorskip('timm')
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -269,11 +268,7 @@ def test_checkpoint_with_code_is_refused(tmp_path):
 
 # ---------------------------------------------------------------------------- commands
 def _cli(name):
-    path = osp.join(REPO, 'tools/model_converters', name)
-    spec = importlib.util.spec_from_file_location(name[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool(f'tools/model_converters/{name}').main
 
 
 def test_command_lines(tmp_path, capsys):

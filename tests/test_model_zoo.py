@@ -2,7 +2,6 @@
 tools/analysis_tools/eval_model_zoo.py on a demo model trained here: a recorded metric it
 reproduces is a match, a higher recorded one a regression (exit status 1)."""
 import glob
-import importlib.util
 import json
 import os.path as osp
 import re
@@ -10,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, REPO, run_tool
+from conftest import DEMO_CONFIG, REPO, load_tool, run_tool
 
 INDEX = osp.join(REPO, 'model-index.yml')
 TOOL = 'tools/analysis_tools/eval_model_zoo.py'
@@ -26,10 +25,7 @@ TASK_OF = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation',
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('eval_model_zoo', osp.join(REPO, TOOL))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 def _metafiles():

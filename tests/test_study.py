@@ -1,22 +1,17 @@
 """The small-scale study tool (tools/analysis_tools/conditioning_study.py): real runs of the
 tiny study configs on generated data, the report and plots it writes, and its arithmetic."""
-import importlib.util
 import json
-import os.path as osp
 
 import matplotlib.image as mpimg
 import pytest
 
-from conftest import REPO, run_tool
+from conftest import load_tool, run_tool
 
 TOOL = 'tools/analysis_tools/conditioning_study.py'
 
 
 def _study_module():
-    spec = importlib.util.spec_from_file_location('conditioning_study', osp.join(REPO, TOOL))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool(TOOL)
 
 
 def test_study_trains_reports_and_reuses_runs(tmp_path):
