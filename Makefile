@@ -15,8 +15,10 @@ setup:
 data: setup
 	@$(PY) tools/misc/generate_dataset.py coco data/shapes_coco
 
+# 3 x 128 train / 3 x 32 val images of 32 px with large shapes (a tiny transformer learns them)
 data-cls: setup
-	@$(PY) tools/misc/generate_dataset.py imagenet data/shapes_imagenet
+	@$(PY) tools/misc/generate_dataset.py imagenet data/shapes_imagenet32 --num-train 128 \
+		--num-val 32 --img-size 32 --shape-size 0.4 0.8
 
 # Mask R-CNN with a preconditioned XCiT, trained and evaluated (COCO box / mask AP).
 demo: data

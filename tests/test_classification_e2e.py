@@ -18,10 +18,11 @@ SHORT = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
 
 @pytest.fixture(scope='module')
 def imagenet_workspace(tmp_path_factory):
-    """A folder holding ``data/shapes_imagenet`` (4 train / 2 val images per class, 32 px)."""
+    """A folder holding ``data/shapes_imagenet32`` (4 train / 2 val images per class, 32 px)."""
     from mmcondattn.datasets import make_imagenet_folder
     ws = tmp_path_factory.mktemp('cls_ws')
-    make_imagenet_folder(str(ws / 'data/shapes_imagenet'), 4, 2, img_size=32, seed=3)
+    make_imagenet_folder(str(ws / 'data/shapes_imagenet32'), 4, 2, img_size=32, seed=3,
+                         size_range=(0.4, 0.8))
     return ws
 
 

@@ -18,8 +18,9 @@ CONFIGS = sorted(osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs
                  if '/_base_/' not in p)
 # data_root of a config -> its metafile "Training Data"
 TRAINING_DATA = {'data/coco/': 'COCO', 'data/imagenet': 'ImageNet-1k',
-                 'data/shapes_coco/': 'shapes_coco', 'data/shapes_imagenet/': 'shapes_imagenet'}
-GENERATED = ('shapes_coco', 'shapes_imagenet')
+                 'data/shapes_coco/': 'shapes_coco', 'data/shapes_imagenet/': 'shapes_imagenet',
+                 'data/shapes_imagenet32/': 'shapes_imagenet32'}
+GENERATED = ('shapes_coco', 'shapes_imagenet', 'shapes_imagenet32')
 TASK_OF = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation',
            'Top 1 Accuracy': 'Image Classification'}
 

@@ -26,6 +26,8 @@ def parse_args(argv=None):
     p.add_argument('--num-val', type=int, default=None,
                    help='val images (coco, default 8) or per class (imagenet, default 4)')
     p.add_argument('--img-size', type=int, default=None, help='default 128 (coco), 64 (imagenet)')
+    p.add_argument('--shape-size', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+                   help='imagenet: shape size as fractions of the image side (default 1/6 1/3)')
     p.add_argument('--seed', type=int, default=0)
     return p.parse_args(argv)
 
@@ -37,6 +39,12 @@ def main(argv=None):
                     num_train=args.num_train or (32 if coco else 16),
                     num_val=args.num_val or (8 if coco else 4),
                     img_size=args.img_size or (128 if coco else 64))
+    if args.shape_size:
+        if coco or not 0 < args.shape_size[0] < args.shape_size[1] <= 1:
+            print('error: --shape-size takes MIN MAX with 0 < MIN < MAX <= 1, for imagenet only',
+                  file=sys.stderr)
+            return 2
+        settings['shape_size'] = list(args.shape_size)
     stamp = osp.join(args.out_dir, STAMP)
     if osp.isfile(stamp):
         with open(stamp) as f:
@@ -52,7 +60,8 @@ def main(argv=None):
                          settings['img_size'], seed=args.seed)
     else:
         make_imagenet_folder(args.out_dir, settings['num_train'], settings['num_val'],
-                             settings['img_size'], seed=args.seed)
+                             settings['img_size'], seed=args.seed,
+                             size_range=tuple(settings.get('shape_size', (1 / 6, 1 / 3))))
     with open(stamp, 'w') as f:
         json.dump(settings, f)
     print(f'{args.out_dir}: {args.format} dataset generated ({settings})')
