@@ -555,13 +555,15 @@ def render_markdown(result: dict, command: str) -> str:
 BEGIN, END = '<!-- benchmark:begin -->', '<!-- benchmark:end -->'
 
 
-def write_markdown(path: str, text: str) -> None:
-    """Write ``text`` to ``path``; if ``path`` exists with BEGIN / END markers, replace only
-    what lies between them (docs keep their prose, the tables are regenerated)."""
+def write_markdown(path: str, text: str, tag: str = 'benchmark') -> None:
+    """Write ``text`` to ``path``; if ``path`` exists with ``<!-- {tag}:begin -->`` /
+    ``<!-- {tag}:end -->`` markers, replace only what lies between them (docs keep their
+    prose, the tables are regenerated)."""
+    begin, end = f'<!-- {tag}:begin -->', f'<!-- {tag}:end -->'
     old = open(path).read() if osp.exists(path) else ''
-    if BEGIN in old and END in old.split(BEGIN, 1)[1]:
-        head, rest = old.split(BEGIN, 1)
-        text = f'{head}{BEGIN}\n{text}\n{END}{rest.split(END, 1)[1]}'
+    if begin in old and end in old.split(begin, 1)[1]:
+        head, rest = old.split(begin, 1)
+        text = f'{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}'
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         f.write(text if text.endswith('\n') else text + '\n')

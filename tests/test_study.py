@@ -35,10 +35,16 @@ def test_study_trains_reports_and_reuses_runs(tmp_path):
         img = mpimg.imread(tmp_path / 'study' / name)
         assert img.shape[0] > 100 and img.shape[1] > 100
         assert (tmp_path / 'docs/study' / name).is_file()
-    assert '](study/curves_cls_xcit.png)' in (tmp_path / 'docs/study.md.results').read_text()
+    page = (tmp_path / 'docs/study.md').read_text()
+    assert '](study/curves_cls_xcit.png)' in page and page.startswith('Command:')
 
+    (tmp_path / 'docs/study.md').write_text(  # prose around the markers survives a rerun
+        'Intro.\n<!-- study:begin -->\nold\n<!-- study:end -->\nConclusion.\n')
     r = run_tool(args, cwd=tmp_path)  # every run is found finished: reused, same numbers
     assert r.returncode == 0
+    page = (tmp_path / 'docs/study.md').read_text()
+    assert page.startswith('Intro.\n<!-- study:begin -->\nCommand:') and 'old' not in page
+    assert page.endswith('<!-- study:end -->\nConclusion.\n')
     assert json.load(open(tmp_path / 'study/results.json')) == records
 
 

@@ -75,21 +75,28 @@ def parse_args(argv=None):
                                 'generated datasets, several seeds (see the module docstring).')
     p.add_argument('--out-dir', default='work_dirs/conditioning_study')
     p.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
-    p.add_argument('--families', nargs='+', default=['xcit', 'vit', 'swin'])
+    p.add_argument('--families', nargs='+', default=None,
+                   help='default: every family of the chosen tasks')
     p.add_argument('--methods', nargs='+', default=DEFAULT_METHODS)
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     p.add_argument('--cls-epochs', type=int, default=30)
     p.add_argument('--det-epochs', type=int, default=10)
     p.add_argument('--scale-data', type=float, default=1.0,
                    help='fraction of the default number of generated images (tests use less)')
-    p.add_argument('--docs', help='also write the report here (plots next to it, in '
-                   '<name>/), e.g. docs/study.md')
+    p.add_argument('--report-only', action='store_true',
+                   help='train nothing: report the finished runs of the plan (e.g. while a '
+                   'long study runs, or after it was cut short)')
+    p.add_argument('--docs', help='also write the report into this page, between its '
+                   '<!-- study:begin/end --> markers if it has them (plots go to <name>/), '
+                   'e.g. docs/study.md')
     args = p.parse_args(argv)
     for m in args.methods:
         if m not in METHODS:
             raise UserError(f'unknown method {m!r}; valid: {", ".join(METHODS)}')
+    known = [f for t in args.tasks for f in TASKS[t][2]]
+    args.families = args.families or list(dict.fromkeys(known))
     for f in args.families:
-        if not any(f in TASKS[t][2] for t in args.tasks):
+        if f not in known:
             valid = sorted({f for t in args.tasks for f in TASKS[t][2]})
             raise UserError(f'unknown family {f!r} for tasks {args.tasks}; valid: {valid}')
     if 'baseline' not in args.methods:
@@ -161,15 +168,28 @@ def probe_kappa(runner):
                 tokens=(result['tokens'] or {}).get('kappa'))
 
 
-def train_one(task, family, method, seed, epochs, data_root, out_dir):
-    """Train (or reuse) one run; returns its record."""
-    work_dir = osp.join(out_dir, 'runs', task, family, method, f'seed{seed}')
-    done = osp.join(work_dir, 'run.json')
+def _work_dir(out_dir, task, family, method, seed):
+    return osp.join(out_dir, 'runs', task, family, method, f'seed{seed}')
+
+
+def finished_run(task, family, method, seed, epochs, out_dir):
+    """The record of a finished run with these settings, or None."""
+    done = osp.join(_work_dir(out_dir, task, family, method, seed), 'run.json')
     if osp.isfile(done):
         with open(done) as f:
             rec = json.load(f)
         if (rec.get('epochs'), rec.get('conditioning')) == (epochs, METHODS[method]):
             return rec
+    return None
+
+
+def train_one(task, family, method, seed, epochs, data_root, out_dir):
+    """Train (or reuse) one run; returns its record."""
+    rec = finished_run(task, family, method, seed, epochs, out_dir)
+    if rec is not None:
+        return rec
+    work_dir = _work_dir(out_dir, task, family, method, seed)
+    done = osp.join(work_dir, 'run.json')
     shutil.rmtree(work_dir, ignore_errors=True)  # a stale or interrupted run
     from mmengine.runner import Runner
     start = time.perf_counter()
@@ -303,16 +323,24 @@ def main(argv=None):
     import mmcondattn  # noqa: F401  registers modules, applies the stack shims
     from mmengine.utils import ProgressBar
     os.makedirs(args.out_dir, exist_ok=True)
+    # seed-major: a study cut short still has every method of the first seeds
     plan = [(t, f, m, s) for t in args.tasks for f in args.families if f in TASKS[t][2]
-            for m in args.methods for s in args.seeds]
-    data = {t: make_data(t, args.out_dir, args.scale_data) for t in args.tasks}
+            for s in args.seeds for m in args.methods]
+    data = {t: make_data(t, args.out_dir, args.scale_data) for t in args.tasks
+            if not args.report_only}
     start, records = time.perf_counter(), []
     bar = ProgressBar(len(plan))
     for task, family, method, seed in plan:
         epochs = args.cls_epochs if task == 'cls' else args.det_epochs
-        records.append(train_one(task, family, method, seed, epochs, data[task],
-                                 args.out_dir))
+        if args.report_only:
+            rec = finished_run(task, family, method, seed, epochs, args.out_dir)
+            records += [rec] if rec else []
+        else:
+            records.append(train_one(task, family, method, seed, epochs, data[task],
+                                     args.out_dir))
         bar.update()
+    if not records:
+        raise UserError(f'no finished run of this plan under {args.out_dir}/runs')
     seconds = time.perf_counter() - start
     with open(osp.join(args.out_dir, 'results.json'), 'w') as f:
         json.dump(records, f)
@@ -321,15 +349,15 @@ def main(argv=None):
     with open(osp.join(args.out_dir, 'study.md'), 'w') as f:
         f.write(text)
     print('\n' + text)
-    if args.docs:
+    if args.docs:  # plots next to the page, the report between its study markers
+        from mmcondattn.benchmark import write_markdown
         fig_dir = osp.splitext(args.docs)[0]
         os.makedirs(fig_dir, exist_ok=True)
         for p in plots:
             shutil.copy(p, fig_dir)
-        rel = osp.basename(fig_dir)
-        with open(args.docs + '.results', 'w') as f:
-            f.write(text.replace('](', f']({rel}/'))
-        print(f'report for the docs: {args.docs}.results, plots in {fig_dir}/')
+        write_markdown(args.docs, text.replace('](', f']({osp.basename(fig_dir)}/'),
+                       tag='study')
+        print(f'wrote {args.docs} (between its study markers), plots in {fig_dir}/')
     return 0
 
 
