@@ -305,10 +305,12 @@ def report(rows, args, seconds, plots):
                      f"{' | '.join(kap)} | {r['minutes']:.1f} |")
     cmd = 'python tools/analysis_tools/conditioning_study.py ' + ' '.join(sys.argv[1:])
     head = [f'Command: `{cmd.strip()}`  ',
-            f'Wall time: {seconds / 60:.1f} min; machine: {os.cpu_count()} CPU cores, '
-            f'load average at the end {os.getloadavg()[0]:.1f}.  ',
+            f'Wall time of this call: {seconds / 60:.1f} min; training time of the runs '
+            f"reported (column 'train min'): {sum(r['minutes'] for r in rows):.0f} min; "
+            f'machine: {os.cpu_count()} CPU cores, load average at the end '
+            f'{os.getloadavg()[0]:.1f}.  ',
             'Metrics: classification top-1 (%) on the generated val split; detection '
-            'COCO box AP50 (CocoMetric). κ after training, on one val batch '
+            'COCO box AP50 (CocoMetric, 0-1). κ after training, on one val batch '
             '(`mmcondattn.models.probe.measure_conditioning`): κ(A) attention matrices, κ(C·O) '
             'head outputs as the projection receives them (preconditioned where precond is '
             'on), κ(X) layer inputs (means over layers, heads, images); κ(tokens) '
