@@ -44,4 +44,5 @@ def test_srun_command_line(srun_log, tmp_path, script, tool, fourth):
 def test_missing_arguments_are_one_line(tmp_path):
     r = run_tool(['tools/slurm_train.sh', 'gpu', 'job'], cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip().startswith('usage:') and r.stderr.count('\n') == 1
+    assert r.stderr.strip().startswith("usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR")
+    assert r.stderr.count("\n") == 1
