@@ -1,5 +1,6 @@
 """The benchmark tool (tiny sizes; it measures, nothing here asserts speed) and the optimised
 paths of the three methods against their plain reference implementations."""
+import copy
 import datetime
 import math
 import re
@@ -14,7 +15,7 @@ from mmcondattn.benchmark import (BEGIN, END, FAMILIES, METHODS, BenchmarkSettin
                                   bench_backbone, bench_detectors, peak_memory,
                                   render_markdown, time_alternating, write_markdown)
 from mmcondattn.conditioning import (PreconditionedLinear, SpectralLinear, condition_number,
-                                     condition_tokens, spectral_correction)
+                                     condition_tokens, precondition, spectral_correction)
 from conftest import load_tool, run_tool
 
 TOOL = 'tools/analysis_tools/benchmark_conditioning.py'
@@ -158,13 +159,76 @@ def test_preconditioned_linear_equals_per_head_reference(detach):
         return proj((c * o).transpose(1, 2).reshape(b, n, heads * d))
 
     up = torch.randn(b, n, 16)
+    params = [o, proj.weight, proj.bias]
     ref = reference(o)
-    g_ref = torch.autograd.grad((ref * up).sum(), [o, proj.weight])
+    g_ref = torch.autograd.grad((ref * up).sum(), params)
     out = fast(o.transpose(1, 2).reshape(b, n, heads * d))
-    g_out = torch.autograd.grad((out * up).sum(), [o, proj.weight])
+    g_out = torch.autograd.grad((out * up).sum(), params)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     for g, r in zip(g_out, g_ref):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype,autocast,tol', [(torch.float64, False, 1e-12),
+                                                (torch.float32, True, 2e-2)])
+def test_preconditioned_projection_equals_reference_in_other_precisions(dtype, autocast, tol):
+    """The recomputing projection (detach=True) = ``F.linear(precondition(x), W, b)`` in
+    float64 (rtol 1e-12) and under CPU bf16 autocast (rtol 2e-2, bf16's 8-bit mantissa):
+    values and gradients of x, W, b."""
+    torch.manual_seed(0)
+    proj = nn.Linear(32, 16).to(dtype)
+    fast = PreconditionedLinear.from_linear(proj, 4, dict(scale=2.))
+    x = (torch.randn(2, 9, 32, dtype=dtype) * torch.logspace(-2, 2, 9, dtype=dtype)[:, None])
+    x.requires_grad_()
+    params = [x, proj.weight, proj.bias]
+
+    def run(fn):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            y = fn(x)
+        return [y] + list(torch.autograd.grad(y.float().square().sum(), params))
+
+    ref = run(lambda x: F.linear(precondition(x.unflatten(-1, (4, 8)), scale=2.).flatten(-2),
+                                 proj.weight, proj.bias))
+    for got, want in zip(run(fast), ref):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+def _saved_activation_bytes(module, x):
+    """Bytes of the distinct storages autograd saves for backward in ``module(x)``,
+    parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(saved.values())
+
+
+def test_conditioned_vit_attention_saves_no_extra_activation():
+    """Fused SDPA keeps its output; preconditioning saves only C (B·N·heads floats) on top,
+    not a second B×N×D copy; spectral identity mode saves nothing extra and holds no buffer."""
+    from mmpretrain.models.utils.attention import MultiheadAttention
+
+    from mmcondattn.models.attention import condition_attention_modules
+    torch.manual_seed(0)
+    b, n, dims, heads = 2, 50, 64, 4
+    stock = MultiheadAttention(dims, heads)
+    x = torch.randn(b, n, dims, requires_grad=True)
+    base = _saved_activation_bytes(stock, x)
+    extra = {}
+    for method in ('precond', 'spectral'):
+        cond = copy.deepcopy(stock)
+        condition_attention_modules(cond, {method: {}})
+        extra[method] = _saved_activation_bytes(cond, x) - base
+    assert extra == dict(precond=b * n * heads * 4, spectral=0)
+    assert not list(cond.buffers()) and 'qkv.correction' in cond.state_dict()
 
 
 @pytest.mark.parametrize('targets', [('q', 'k', 'v'), ('k', )])

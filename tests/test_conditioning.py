@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mmcondattn.conditioning import (SpectralLinear, TokenConditioner, attention_entropy,
                                      condition_number, condition_tokens, fold_conditioning,
                                      min_singular_value, precondition, recompute_corrections,
-                                     spectral_correction)
+                                     spectral_correction, token_correction)
 
 SOLVERS = ('svd', 'gram', 'newton_schulz')
 HYP = settings(max_examples=20, deadline=None, derandomize=True)
@@ -94,10 +94,11 @@ def test_precondition_zero_rows_and_half_precision_are_finite():
 @pytest.mark.parametrize('detach', [True, False])
 def test_precondition_gradients(detach):
     out = unequal_rows().requires_grad_()
-    up = torch.randn_like(out)
-    (precondition(out, detach=detach) * up).sum().backward()
+    up = unequal_rows(seed=1)
+    # eps=0: the exact d(o/|o|) is orthogonal to o (eps=1e-6 tilts it by ~eps/|o|)
+    (precondition(out, eps=0., detach=detach) * up).sum().backward()
     assert torch.isfinite(out.grad).all()
-    c = 1 / (out.detach().norm(dim=-1, keepdim=True) + 1e-6)
+    c = 1 / out.detach().norm(dim=-1, keepdim=True)
     if detach:  # C is a constant
         torch.testing.assert_close(out.grad, c * up)
     else:  # d(o/|o|) = (up - (up·ô) ô) / |o|: orthogonal to the rows
@@ -229,11 +230,12 @@ def test_identity_correction_from_another_lam_is_reported():
 
 @HYP
 @given(n=st.integers(2, 40), d=st.integers(2, 40), log_kappa=st.floats(0, 8),
-       deficient=st.booleans(), seed=st.integers(0, 100))
-def test_svd_tokens_bound_kappa_by_two(n, d, log_kappa, deficient, seed):
+       deficient=st.booleans(), seed=st.integers(0, 100), solver=st.sampled_from(['svd', 'gram']))
+def test_svd_and_default_gram_tokens_bound_kappa_by_two(n, d, log_kappa, deficient, seed, solver):
+    """Any X, rank-deficient included: gram hands those images to svd."""
     rank = max(1, min(n, d) // 2) if deficient else None
     x = ill_conditioned(n, d, 10**log_kappa, rank=rank, batch=(2, ), seed=seed)
-    y = condition_tokens(x, solver='svd')
+    y = condition_tokens(x, solver=solver)
     assert y.shape == x.shape and y.dtype == x.dtype
     assert (condition_number(y) <= 2 + 1e-3).all()
 
@@ -244,6 +246,19 @@ def test_svd_tokens_bound_kappa_by_two(n, d, log_kappa, deficient, seed):
 def test_gram_and_newton_schulz_tokens_bound_kappa_by_two(solver, shape, kappa):
     x = ill_conditioned(*shape, kappa, batch=(2, ))
     assert (condition_number(condition_tokens(x, solver=solver)) <= 2 + 1e-2).all()
+
+
+@pytest.mark.parametrize('shape', [(48, 16), (16, 48)])
+def test_gram_hands_only_rank_deficient_images_to_svd(shape):
+    """A batch of a rank-deficient image (like Swin's 48→96 patch embedding) and a full-rank
+    one: both reach κ <= 2; the full-rank one keeps the Gram result (≠ svd's last bits)."""
+    from mmcondattn.conditioning.tokens import _correction_gram
+    full = ill_conditioned(*shape, 1e2, seed=1)
+    x = torch.stack([ill_conditioned(*shape, 1e2, rank=8), full])
+    c = token_correction(x, 'gram')
+    assert (condition_number(x + c) <= 2 + 1e-3).all()
+    assert torch.equal(c[1], _correction_gram(full))
+    torch.testing.assert_close(c[0], token_correction(x[0], 'svd'))
 
 
 @pytest.mark.parametrize('shape', [(40, 12), (12, 40), (16, 16)])

@@ -1,5 +1,6 @@
 # swin-t_16xb64_in1k with conditioned embedded tokens (SVD solver:
 # Swin's linear patch embedding maps 48 pixel values to 96+ channels, so its token matrix is
-# rank-deficient and only the svd solver reaches kappa(X + C) <= 2; see docs/methods.md).
+# rank-deficient: the default gram solver would hand every image to svd anyway, so svd
+# directly skips the wasted Gram step; see docs/methods.md).
 _base_ = './swin-t_16xb64_in1k.py'
 model = dict(backbone=dict(conditioning=dict(tokens=dict(solver='svd'))))

@@ -10,7 +10,7 @@ from .fold import fold_conditioning
 from .numbers import attention_entropy, condition_number, min_singular_value, singular_values
 from .options import (ConditioningConfig, ConditioningConfigError, PrecondCfg, SpectralCfg,
                       TokensCfg, parse_conditioning)
-from .precond import PreconditionedLinear, precondition
+from .precond import PreconditionedLinear, precondition, row_scale
 from .spectral import SpectralLinear, recompute_corrections, spectral_correction
 from .tokens import TokenConditioner, condition_tokens, token_correction
 
@@ -18,6 +18,7 @@ __all__ = [
     'fold_conditioning', 'attention_entropy', 'condition_number', 'min_singular_value',
     'singular_values', 'ConditioningConfig', 'ConditioningConfigError', 'PrecondCfg',
     'SpectralCfg', 'TokensCfg', 'parse_conditioning', 'PreconditionedLinear', 'precondition',
+    'row_scale',
     'SpectralLinear', 'recompute_corrections', 'spectral_correction', 'TokenConditioner',
     'condition_tokens', 'token_correction'
 ]

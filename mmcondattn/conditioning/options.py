@@ -63,8 +63,8 @@ class TokensCfg:
     """Conditioned embedded tokens: X ← X + σ_max(X)·U Vᵀ per image.
 
     solver ('gram' default: fastest exact solver for full-rank X at detection sizes on CPU,
-    Gram matrix in float64 | 'svd': exact, also for rank-deficient X | 'newton_schulz':
-    iterative, GPU-friendly), detach (bool, default True), position ('before_pos_embed'
+    Gram matrix in float64, rank-deficient images handed to svd | 'svd': exact, also for
+    rank-deficient X | 'newton_schulz': iterative, GPU-friendly, full-rank X only), detach (bool, default True), position ('before_pos_embed'
     default | 'after_pos_embed'), ns_iters (int >= 1, default 30, newton_schulz only).
     """
     solver: str = 'gram'

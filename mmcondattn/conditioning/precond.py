@@ -11,7 +11,22 @@ import torch.nn.functional as F
 
 from .options import PrecondCfg, parse_conditioning
 
-__all__ = ['precondition', 'PreconditionedLinear']
+__all__ = ['row_scale', 'precondition', 'PreconditionedLinear']
+
+
+def row_scale(out: torch.Tensor, eps: float = 1e-6, scale: float = 1.0) -> torch.Tensor:
+    """The diagonal of C for ``out`` (..., N, d): scale / (‖row_i‖₂ + eps), shape (..., N, 1).
+
+    Norms are computed in float32 at least (also for fp16/bf16 inputs under autocast;
+    float64 stays float64); C is then cast to ``out``'s dtype.
+    """
+    acc = torch.promote_types(out.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(out, dim=-1, keepdim=True, dtype=acc)
+    c = scale / (norm + eps)  # (..., N, 1)
+    if out.dtype != acc:
+        # fp16 cannot hold scale / eps: clamp so that a near-zero row gives 0 · max, not 0 · inf
+        c = c.clamp(max=torch.finfo(out.dtype).max).to(out.dtype)
+    return c
 
 
 def precondition(out: torch.Tensor,
@@ -20,18 +35,49 @@ def precondition(out: torch.Tensor,
                  detach: bool = True) -> torch.Tensor:
     """Scale every row of ``out`` (..., N, d) to norm ``scale``: returns C·out.
 
-    C = diag(scale / (‖row_i‖₂ + eps)). Norms are computed in float32 (also for fp16/bf16
-    inputs under autocast); the result keeps ``out``'s dtype. ``detach`` (default True):
-    no gradient through C. An all-zero row stays zero.
+    C = diag(scale / (‖row_i‖₂ + eps)) (see :func:`row_scale`); the result keeps ``out``'s
+    dtype. ``detach`` (default True): no gradient through C. An all-zero row stays zero.
+    This is the reference implementation of method 1.
     """
-    norm = torch.linalg.vector_norm(out, dim=-1, keepdim=True, dtype=torch.float32)  # (..., N, 1)
-    if detach:
-        norm = norm.detach()
-    c = scale / (norm + eps)  # (..., N, 1) float32
-    if out.dtype != torch.float32:
-        # fp16 cannot hold scale / eps: clamp so that a near-zero row gives 0 · max, not 0 · inf
-        c = c.clamp(max=torch.finfo(out.dtype).max).to(out.dtype)
-    return out * c
+    return out * row_scale(out.detach() if detach else out, eps, scale)
+
+
+class _PreconditionedProjection(torch.autograd.Function):
+    """y = (C·x) Wᵀ + b over (token, head) rows of x (..., N, heads·d), C detached.
+
+    Same values and gradients as ``F.linear(precondition(x), W, b)``, but it saves x and
+    the small C (..., N, heads, 1) instead of C·x, and recomputes C·x for W's gradient:
+    where x is already kept by the layer before (fused SDPA keeps its output, of which x
+    is a view), the projection adds no activation of its own. Backward runs in the dtype
+    of the output's gradient (autocast's dtype when forward ran under autocast).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_heads: int, eps: float, scale: float):
+        heads = x.unflatten(-1, (num_heads, -1))  # (..., N, heads, d)
+        c = row_scale(heads, eps, scale)  # (..., N, heads, 1)
+        ctx.save_for_backward(x, weight, c)
+        ctx.num_heads = num_heads
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return F.linear((heads * c).flatten(-2), weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, weight, c = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_b = None
+        dtype = grad_y.dtype
+        rows = grad_y.reshape(-1, grad_y.shape[-1])  # (M, out), M = all leading dims
+        if need_x:
+            grad_xc = grad_y.matmul(weight.to(dtype)).unflatten(-1, (ctx.num_heads, -1))
+            grad_x = (grad_xc.to(x.dtype) * c).flatten(-2)
+        if need_w:
+            xc = (x.unflatten(-1, (ctx.num_heads, -1)) * c).flatten(-2).to(dtype)
+            grad_w = rows.mT.matmul(xc.reshape(-1, xc.shape[-1])).to(weight.dtype)
+        if need_b and ctx.bias_dtype is not None:
+            grad_b = rows.sum(0).to(ctx.bias_dtype)
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 class PreconditionedLinear(nn.Linear):
@@ -76,6 +122,9 @@ class PreconditionedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.precond
+        if p.detach:  # the default: saves x, not C·x (see _PreconditionedProjection)
+            return _PreconditionedProjection.apply(x, self.weight, self.bias, self.num_heads,
+                                                   p.eps, p.scale)
         heads = x.unflatten(-1, (self.num_heads, -1))  # (..., N, heads, d)
         x = precondition(heads, p.eps, p.scale, p.detach).flatten(-2)  # (..., N, heads·d)
         return F.linear(x, self.weight, self.bias)

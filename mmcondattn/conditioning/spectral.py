@@ -1,7 +1,9 @@
 """Method 2, spectral conditioning of Q, K, V: W ← W + C on blocks of the fused qkv weight.
 
-Corrections are fixed, non-trainable, persistent buffers (in checkpoints, outside weight
-decay). ``identity`` corrections (lam·I) do not depend on the weights. When an ``svd``
+Corrections are fixed and non-trainable, saved in checkpoints as ``<name>.correction`` and
+outside weight decay. ``identity`` corrections (lam·I) do not depend on the weights, so they
+are not held in memory: forward adds lam·x, and lam·I is made on demand (the ``correction``
+attribute, ``state_dict()``, folding). An ``svd`` correction is a persistent buffer. When it
 correction is computed (adopted, see METHODS.md §2): it follows the weights until it is
 first used, then stays fixed. Concretely:
 
@@ -62,8 +64,9 @@ def spectral_correction(weight: torch.Tensor,
 class SpectralLinear(nn.Linear):
     """A fused qkv ``nn.Linear`` computing x (W + C)ᵀ + b with a fixed correction C.
 
-    ``correction`` is a persistent, non-trainable buffer shaped like ``weight`` (state-dict
-    key ``<name>.correction``; ``weight`` and ``bias`` keep their keys).
+    ``correction`` (shaped like ``weight``, no gradient) is saved under the state-dict key
+    ``<name>.correction`` (``weight`` and ``bias`` keep theirs). ``svd`` mode holds it in a
+    persistent buffer; ``identity`` mode holds nothing (lam·I is made when asked for).
     Forward: ``identity`` mode adds lam·x to the targeted output blocks of F.linear(x, W, b)
     (no extra matmul); ``svd`` mode runs F.linear(x, W + C, b) (one small add per call,
     cheaper than a second matmul). :meth:`folded` gives the equivalent plain ``nn.Linear``.
@@ -95,8 +98,20 @@ class SpectralLinear(nn.Linear):
             raise ValueError(f'out_features {self.out_features} is not 3·D_out (fused q, k, v)')
         self.spectral = spectral
         self.block = self.out_features // len(SPECTRAL_TARGETS)  # D_out
-        self.register_buffer('correction', torch.empty_like(self.weight, requires_grad=False))
+        if spectral.mode == 'svd':
+            self.register_buffer('correction', torch.empty_like(self.weight, requires_grad=False))
         self.recompute_correction()
+
+    def __getattr__(self, name: str):
+        if name == 'correction' and self.__dict__.get('spectral') is not None \
+                and self.spectral.mode == 'identity':
+            return self._identity_correction()
+        return super().__getattr__(name)
+
+    def _identity_correction(self) -> torch.Tensor:
+        """lam·I on the targeted blocks (3·D_out, D_in), made from the options alone."""
+        s = self.spectral
+        return spectral_correction(self.weight, s.mode, s.lam, s.targets)
 
     @property
     def fixed(self) -> bool:
@@ -108,7 +123,8 @@ class SpectralLinear(nn.Linear):
         """Set ``correction`` from the current weight; an svd correction then follows the
         weights again until its next use."""
         s = self.spectral
-        self.correction.copy_(spectral_correction(self.weight, s.mode, s.lam, s.targets))
+        if s.mode == 'svd':
+            self.correction.copy_(spectral_correction(self.weight, s.mode, s.lam, s.targets))
         self._fixed = s.mode == 'identity'
 
     def _fix(self) -> None:
@@ -159,25 +175,37 @@ class SpectralLinear(nn.Linear):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         key = prefix + 'correction'
+        if self.spectral.mode == 'identity':
+            # not a buffer here: consume the key ourselves, and check it is our lam·I
+            if key in unexpected_keys:
+                unexpected_keys.remove(key)
+            if key not in state_dict:
+                if strict:
+                    missing_keys.append(key)
+            elif not self._matches_identity(state_dict[key]):
+                s = self.spectral
+                error_msgs.append(
+                    f'{key}: the checkpoint holds a correction that is not lam·I for '
+                    f'lam={s.lam}, targets={s.targets} (trained with another spectral '
+                    f'mode/lam?); using lam·I')
+            return
         if key not in state_dict:
             # a stock checkpoint: keep the key reported missing, follow the loaded weights
             if prefix + 'weight' in state_dict and not self._fixed:
                 self.recompute_correction()
             return
         self._fixed = True
-        s = self.spectral
-        if s.mode == 'identity':  # forward uses lam, so the loaded buffer must be lam·I
-            want = spectral_correction(self.weight, s.mode, s.lam, s.targets)
-            if not torch.allclose(self.correction, want):
-                error_msgs.append(
-                    f'{key}: the checkpoint holds a correction that is not lam·I for '
-                    f'lam={s.lam}, targets={s.targets} (trained with another spectral '
-                    f'mode/lam?); using lam·I')
-                self.correction.copy_(want)
+
+    def _matches_identity(self, loaded) -> bool:
+        want = self._identity_correction()
+        return (torch.is_tensor(loaded) and loaded.shape == want.shape
+                and torch.allclose(loaded.to(want), want))
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         self._fix()  # a saved svd correction is the one used from then on
         super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.spectral.mode == 'identity':
+            destination[prefix + 'correction'] = self._identity_correction()
 
     def extra_repr(self) -> str:
         s = self.spectral
