@@ -3,7 +3,8 @@
 The logic of ``tools/analysis_tools/benchmark_conditioning.py``. Each backbone row builds a
 plain backbone and its conditioned twin with the same weights (the plain state dict is loaded
 into the conditioned one), warms both up, then times them alternately in this process (the
-order flips every repeat) and reports medians and the ratio conditioned / plain of:
+order flips every round) and reports median times and the ratio conditioned / plain (the
+median over rounds of the two back-to-back calls' ratio, with its interquartile range) of:
 
 * ``train``: one training step of the backbone: forward, ``sum(out.sum())``, backward;
 * ``infer``: one forward in eval mode under ``torch.no_grad()``;
@@ -44,7 +45,7 @@ from .conditioning.options import TOKEN_SOLVERS
 
 __all__ = [
     'FAMILIES', 'METHODS', 'SIZES', 'BenchmarkSettings', 'check_choices', 'build_twins',
-    'time_alternating', 'peak_memory', 'bench_backbone', 'bench_detectors', 'bench_solvers',
+    'Timing', 'time_alternating', 'peak_memory', 'bench_backbone', 'bench_detectors', 'bench_solvers',
     'run_benchmark', 'render_markdown', 'write_markdown'
 ]
 
@@ -204,9 +205,41 @@ def infer_step(model: nn.Module, x: torch.Tensor) -> None:
         model(x)
 
 
+@dataclass
+class Timing:
+    """Seconds of each model's calls, ``samples[model][round]``, timed in alternation.
+
+    Ratios pair the calls of one round (model i against ``ref``, measured back to back), so
+    a slow drift of the machine cancels; their quartiles say how far one ratio is to trust.
+    """
+    samples: List[List[float]]
+
+    def median(self, i: int) -> float:
+        return statistics.median(self.samples[i])
+
+    def ratios(self, i: int = 1, ref: int = 0) -> List[float]:
+        return [t / r for t, r in zip(self.samples[i], self.samples[ref])]
+
+    def ratio(self, i: int = 1, ref: int = 0) -> float:
+        """Median over rounds of time(i) / time(ref)."""
+        return statistics.median(self.ratios(i, ref))
+
+    def ratio_iqr(self, i: int = 1, ref: int = 0) -> Tuple[float, float]:
+        """First and third quartile of the paired ratios (both the ratio for one round)."""
+        r = self.ratios(i, ref)
+        if len(r) < 2:
+            return r[0], r[0]
+        q1, _, q3 = statistics.quantiles(r, n=4, method='inclusive')
+        return q1, q3
+
+    def pair(self, i: int, ref: int = 0) -> 'Timing':
+        """The timing of ``ref`` and ``i`` alone (their rounds kept paired)."""
+        return Timing([self.samples[ref], self.samples[i]])
+
+
 def time_alternating(models: Sequence[nn.Module], step: Callable[[nn.Module], None],
-                     warmup: int, repeats: int, device: torch.device) -> List[float]:
-    """Median seconds of ``step(model)`` per model: ``warmup`` untimed calls each, then
+                     warmup: int, repeats: int, device: torch.device) -> Timing:
+    """Seconds of ``step(model)`` per model and round: ``warmup`` untimed calls each, then
     ``repeats`` rounds calling every model once, in reversed order every other round."""
     for m in models:
         for _ in range(warmup):
@@ -220,7 +253,7 @@ def time_alternating(models: Sequence[nn.Module], step: Callable[[nn.Module], No
             step(models[i])
             _sync(device)
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+    return Timing(times)
 
 
 def _state_bytes(model: nn.Module) -> int:
@@ -279,16 +312,17 @@ def peak_memory(models: Sequence[nn.Module], step: Callable[[nn.Module], None],
 
 @dataclass
 class Row:
-    """One measured comparison. Times in seconds, memory in bytes; (baseline, measured)."""
+    """One measured comparison, plain (0) against conditioned (1): times in seconds (paired
+    rounds), peak memory in bytes (baseline, measured)."""
     label: Tuple[str, ...]
     shape: Tuple[int, ...]
-    train: Tuple[float, float]
-    infer: Optional[Tuple[float, float]]
+    train: Timing
+    infer: Optional[Timing]
     peak: Tuple[int, int]
 
-    @staticmethod
-    def ratio(pair) -> float:
-        return pair[1] / pair[0]
+    @property
+    def peak_ratio(self) -> float:
+        return self.peak[1] / self.peak[0]
 
 
 def bench_backbone(family: str, size: str, method: str, s: BenchmarkSettings) -> Row:
@@ -301,7 +335,7 @@ def bench_backbone(family: str, size: str, method: str, s: BenchmarkSettings) ->
     train = time_alternating(models, lambda m: train_step(m, x), s.warmup, s.repeats, device)
     infer = time_alternating(models, lambda m: infer_step(m, x), s.warmup, s.repeats, device)
     peak = peak_memory(models, lambda m: train_step(m, x), device)
-    return Row((family, size, method), tuple(x.shape), tuple(train), tuple(infer), tuple(peak))
+    return Row((family, size, method), tuple(x.shape), train, infer, tuple(peak))
 
 
 # --- whole detector -------------------------------------------------------------------------
@@ -391,8 +425,8 @@ def bench_detectors(s: BenchmarkSettings) -> List[Row]:
     step = lambda m: detector_step(m, data)  # noqa: E731
     train = time_alternating(models, step, s.warmup, s.repeats, device)
     peak = peak_memory(models, step, device)
-    return [Row((label, ), (batch, 3, *hw), (train[0], t), None, (peak[0], p))
-            for (label, _), t, p in zip(DETECTORS, train, peak)]
+    return [Row((label, ), (batch, 3, *hw), train.pair(i), None, (peak[0], p))
+            for i, ((label, _), p) in enumerate(zip(DETECTORS, peak))]
 
 
 # --- token solvers ---------------------------------------------------------------------------
@@ -422,7 +456,7 @@ def bench_solvers(family: str, size: str, s: BenchmarkSettings,
                kappa_x=condition_number(x).max().item(), solvers={})
     for solver in solvers:
         step = lambda _: token_correction(x, solver)  # noqa: E731
-        ms = time_alternating([None], step, s.warmup, s.repeats, device)[0] * 1e3
+        ms = time_alternating([None], step, s.warmup, s.repeats, device).median(0) * 1e3
         out['solvers'][solver] = dict(
             ms=ms,
             kappa=condition_number(x + token_correction(x, solver)).max().item(),
@@ -446,13 +480,13 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
     for i, (size, family, method) in enumerate(jobs, 1):
         row = bench_backbone(family, size, method, s)
         result['backbones'].append(row)
-        log(f'[{i}/{len(jobs)}] {family} {size} {method}: train x{Row.ratio(row.train):.3f}, '
-            f'infer x{Row.ratio(row.infer):.3f}, peak x{Row.ratio(row.peak):.3f}')
+        log(f'[{i}/{len(jobs)}] {family} {size} {method}: train x{row.train.ratio():.3f}, '
+            f'infer x{row.infer.ratio():.3f}, peak x{row.peak_ratio:.3f}')
     if s.detectors and 'det' in s.sizes:
         result['detectors'] = bench_detectors(s)
         for row in result['detectors']:
-            log(f'[detector] {row.label[0]}: train x{Row.ratio(row.train):.3f}, '
-                f'peak x{Row.ratio(row.peak):.3f}')
+            log(f'[detector] {row.label[0]}: train x{row.train.ratio():.3f}, '
+                f'peak x{row.peak_ratio:.3f}')
     if s.solvers:
         for size, family in itertools.product(s.sizes, s.families):
             sol = bench_solvers(family, size, s)
@@ -483,6 +517,12 @@ def _mb(b: int) -> str:
     return f'{b / 2**20:.1f}'
 
 
+def _timing_cells(t: Timing) -> List[str]:
+    """plain ms, conditioned ms, ratio, ratio IQR."""
+    q1, q3 = t.ratio_iqr()
+    return [_ms(t.median(0)), _ms(t.median(1)), f'{t.ratio():.3f}', f'{q1:.3f}-{q3:.3f}']
+
+
 def _shape(shape) -> str:
     return '×'.join(map(str, shape))
 
@@ -501,36 +541,36 @@ def render_markdown(result: dict, command: str) -> str:
         f'- torch {torch.__version__}, Python {platform.python_version()}',
         f'- load average (1/5/15 min) at start {load(result["load_start"])}, '
         f'at end {load(result["load_end"])}',
-        f'- medians of {s.repeats} alternating repeats after {s.warmup} warm-up calls each; '
-        'ratio = conditioned / plain twin (same weights)',
+        f'- {s.repeats} alternating rounds after {s.warmup} warm-up calls each; times are '
+        'medians; ratio = median over rounds of conditioned / plain twin (same weights, '
+        'timed back to back), IQR = its quartiles over rounds',
         '',
     ]
     if result['backbones']:
         lines += [
             '| family | size | method | input | train plain ms | train cond ms | train ratio '
-            '| infer plain ms | infer cond ms | infer ratio | peak plain MiB | peak cond MiB '
-            '| peak ratio |',
-            '|' + '---|' * 13,
+            '| train ratio IQR | infer plain ms | infer cond ms | infer ratio | infer ratio IQR '
+            '| peak plain MiB | peak cond MiB | peak ratio |',
+            '|' + '---|' * 15,
         ]
         for r in result['backbones']:
             lines.append('| ' + ' | '.join([
-                *r.label, _shape(r.shape), _ms(r.train[0]), _ms(r.train[1]),
-                f'{Row.ratio(r.train):.3f}', _ms(r.infer[0]), _ms(r.infer[1]),
-                f'{Row.ratio(r.infer):.3f}', _mb(r.peak[0]), _mb(r.peak[1]),
-                f'{Row.ratio(r.peak):.3f}']) + ' |')
+                *r.label, _shape(r.shape), *_timing_cells(r.train), *_timing_cells(r.infer),
+                _mb(r.peak[0]), _mb(r.peak[1]), f'{r.peak_ratio:.3f}']) + ' |')
         lines.append('')
     if result['detectors']:
         lines += [
             'Mask R-CNN, one training iteration (preprocess, loss, backward), ratios against '
             'the plain XCiT-S12/16 detector:',
             '',
-            '| detector | input | train ms | train ratio | peak MiB | peak ratio |',
-            '|---|---|---|---|---|---|',
+            '| detector | input | train ms | train ratio | train ratio IQR | peak MiB '
+            '| peak ratio |',
+            '|' + '---|' * 7,
         ]
         for r in result['detectors']:
-            lines.append(f'| {r.label[0]} | {_shape(r.shape)} | {_ms(r.train[1])} | '
-                         f'{Row.ratio(r.train):.3f} | {_mb(r.peak[1])} | '
-                         f'{Row.ratio(r.peak):.3f} |')
+            lines.append(f'| {r.label[0]} | {_shape(r.shape)} | '
+                         + ' | '.join(_timing_cells(r.train)[1:]) + ' | '
+                         f'{_mb(r.peak[1])} | {r.peak_ratio:.3f} |')
         lines.append('')
     if result['solvers']:
         names = list(result['solvers'][0]['solvers'])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import mmcondattn  # noqa: F401  registers the backbones
 from mmcondattn.benchmark import (BEGIN, END, FAMILIES, METHODS, BenchmarkSettings, Row,
-                                  bench_backbone, bench_detectors, peak_memory,
+                                  Timing, bench_backbone, bench_detectors, peak_memory,
                                   render_markdown, time_alternating, write_markdown)
 from mmcondattn.conditioning import (PreconditionedLinear, SpectralLinear, condition_number,
                                      condition_tokens, precondition, spectral_correction)
@@ -94,10 +94,22 @@ def test_write_markdown_keeps_prose_around_the_markers(tmp_path):
 
 def test_time_alternating_warms_up_then_alternates():
     calls = []
-    medians = time_alternating(['a', 'b'], calls.append, warmup=2, repeats=4,
-                               device=torch.device('cpu'))
+    timing = time_alternating(['a', 'b'], calls.append, warmup=2, repeats=4,
+                              device=torch.device('cpu'))
     assert calls == ['a', 'a', 'b', 'b'] + ['a', 'b', 'b', 'a'] * 2
-    assert len(medians) == 2 and all(t >= 0 for t in medians)
+    assert [len(t) for t in timing.samples] == [4, 4]
+    assert all(t > 0 for t in timing.samples[0] + timing.samples[1])
+
+
+def test_timing_ratios_pair_the_rounds():
+    """A drift that slows both models alike cancels in the paired ratio; quartiles bracket."""
+    drift = [1., 2., 4., 8., 16.]
+    timing = Timing([drift, [1.1 * d for d in drift]])
+    assert timing.ratio() == pytest.approx(1.1) and timing.median(1) == pytest.approx(4.4)
+    assert timing.ratio_iqr() == pytest.approx((1.1, 1.1))
+    noisy = Timing([[1.] * 5, [0.9, 1.0, 1.1, 1.2, 1.3]])
+    assert noisy.ratio() == pytest.approx(1.1) and noisy.ratio_iqr() == pytest.approx((1.0, 1.2))
+    assert Timing([[1., 2.], [3., 4.], [2., 6.]]).pair(2).ratios() == [2., 3.]
 
 
 def test_cpu_peak_memory_sees_the_allocator():
