@@ -45,8 +45,8 @@ from .conditioning.options import TOKEN_SOLVERS
 
 __all__ = [
     'FAMILIES', 'METHODS', 'SIZES', 'BenchmarkSettings', 'check_choices', 'build_twins',
-    'Timing', 'time_alternating', 'peak_memory', 'bench_backbone', 'bench_detectors', 'bench_solvers',
-    'run_benchmark', 'render_markdown', 'write_markdown'
+    'Timing', 'time_alternating', 'peak_memory', 'bench_backbone', 'bench_layer',
+    'bench_detectors', 'bench_solvers', 'run_benchmark', 'render_markdown', 'write_markdown'
 ]
 
 FAMILIES = ('vit', 'swin', 'xcit')
@@ -104,6 +104,7 @@ class BenchmarkSettings:
     warmup: int = 2
     device: str = 'cpu'
     tiny: bool = False
+    layers: bool = True
     detectors: bool = True
     solvers: bool = True
 
@@ -191,18 +192,23 @@ def _outputs(out) -> List[torch.Tensor]:
     return [out] if isinstance(out, torch.Tensor) else [o for o in out]
 
 
-def train_step(model: nn.Module, x: torch.Tensor) -> None:
-    """Forward, sum of every output, backward (gradients allocated afresh)."""
+def _call(model: nn.Module, x, kwargs: Optional[dict]):
+    return model(*x, **(kwargs or {})) if isinstance(x, tuple) else model(x)
+
+
+def train_step(model: nn.Module, x, kwargs: Optional[dict] = None) -> None:
+    """Forward, sum of every output, backward (gradients allocated afresh). ``x``: the input,
+    or a tuple of positional inputs (then ``kwargs`` too)."""
     model.train()
     model.zero_grad(set_to_none=True)
-    sum(o.float().sum() for o in _outputs(model(x))).backward()
+    sum(o.float().sum() for o in _outputs(_call(model, x, kwargs))).backward()
 
 
-def infer_step(model: nn.Module, x: torch.Tensor) -> None:
-    """One forward in eval mode without autograd."""
+def infer_step(model: nn.Module, x, kwargs: Optional[dict] = None) -> None:
+    """One forward in eval mode without autograd (inputs as :func:`train_step`)."""
     model.eval()
     with torch.no_grad():
-        model(x)
+        _call(model, x, kwargs)
 
 
 @dataclass
@@ -336,6 +342,66 @@ def bench_backbone(family: str, size: str, method: str, s: BenchmarkSettings) ->
     infer = time_alternating(models, lambda m: infer_step(m, x), s.warmup, s.repeats, device)
     peak = peak_memory(models, lambda m: train_step(m, x), device)
     return Row((family, size, method), tuple(x.shape), train, infer, tuple(peak))
+
+
+# --- attention layers alone ----------------------------------------------------------------
+
+LAYER_CALLS = 10  # layer calls per timed sample: one call is too short to time alone
+
+
+def _first_attention_input(model: nn.Module, x: torch.Tensor):
+    """(layer, args, kwargs): the first attention layer of ``model`` and what it receives
+    when ``model`` runs on ``x`` (window batches and mask for Swin)."""
+    from .models.attention import attention_layers
+    layer = attention_layers(model)[0][1]
+    seen = {}
+
+    def grab(mod, args, kwargs):
+        seen.update(args=tuple(a.detach() for a in args), kwargs=kwargs)
+        raise StopIteration  # nothing after this layer is needed
+
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model(x)
+    except StopIteration:
+        pass
+    finally:
+        handle.remove()
+    return layer, seen['args'], seen['kwargs']
+
+
+def bench_layer(family: str, size: str, method: str, s: BenchmarkSettings) -> Row:
+    """The first attention layer of ``family``'s plain backbone against its conditioned copy,
+    on the input that layer gets from an image batch of ``size``. Each timed sample is
+    LAYER_CALLS calls. A conditioned backbone differs from the plain one only inside these
+    layers (tokens aside), so the layer's time ratio bounds the backbone's from above."""
+    from .models.attention import condition_attention_modules
+    device = torch.device(s.device)
+    hw, batch = s.img_size[size], s.batch_size[size]
+    plain_backbone = build_plain(family, size, hw, s.tiny).to(device)
+    plain, args, kwargs = _first_attention_input(
+        plain_backbone, torch.randn(batch, 3, *hw, device=device))
+    conditioning, fold = METHODS[method]
+    cond = copy.deepcopy(plain)
+    condition_attention_modules(cond, conditioning)
+    if fold:
+        fold_conditioning(cond)
+    x = args[0].requires_grad_()  # a layer inside a network: the input's gradient is needed
+
+    def train(m):
+        for _ in range(LAYER_CALLS):
+            train_step(m, (x, *args[1:]), kwargs)
+
+    def infer(m):
+        for _ in range(LAYER_CALLS):
+            infer_step(m, (x, *args[1:]), kwargs)
+
+    models = (plain, cond)
+    train_t = time_alternating(models, train, s.warmup, s.repeats, device)
+    infer_t = time_alternating(models, infer, s.warmup, s.repeats, device)
+    peak = peak_memory(models, lambda m: train_step(m, (x, *args[1:]), kwargs), device)
+    return Row((family, size, method), tuple(x.shape), train_t, infer_t, tuple(peak))
 
 
 # --- whole detector -------------------------------------------------------------------------
@@ -475,13 +541,22 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # no per-parameter init logs
     result = dict(settings=s, started=datetime.datetime.now(), load_start=os.getloadavg(),
-                  backbones=[], detectors=[], solvers=[])
+                  backbones=[], layers=[], detectors=[], solvers=[])
     jobs = list(itertools.product(s.sizes, s.families, s.methods))
     for i, (size, family, method) in enumerate(jobs, 1):
         row = bench_backbone(family, size, method, s)
         result['backbones'].append(row)
         log(f'[{i}/{len(jobs)}] {family} {size} {method}: train x{row.train.ratio():.3f}, '
             f'infer x{row.infer.ratio():.3f}, peak x{row.peak_ratio:.3f}')
+    if s.layers:
+        from .conditioning import parse_conditioning
+        layer_jobs = [(size, family, method) for size, family, method in jobs
+                      if parse_conditioning(METHODS[method][0]).layer_methods]
+        for size, family, method in layer_jobs:
+            row = bench_layer(family, size, method, s)
+            result['layers'].append(row)
+            log(f'[layer] {family} {size} {method}: train x{row.train.ratio():.3f}, '
+                f'infer x{row.infer.ratio():.3f}, peak x{row.peak_ratio:.3f}')
     if s.detectors and 'det' in s.sizes:
         result['detectors'] = bench_detectors(s)
         for row in result['detectors']:
@@ -546,14 +621,19 @@ def render_markdown(result: dict, command: str) -> str:
         'timed back to back), IQR = its quartiles over rounds',
         '',
     ]
-    if result['backbones']:
-        lines += [
-            '| family | size | method | input | train plain ms | train cond ms | train ratio '
-            '| train ratio IQR | infer plain ms | infer cond ms | infer ratio | infer ratio IQR '
-            '| peak plain MiB | peak cond MiB | peak ratio |',
-            '|' + '---|' * 15,
-        ]
-        for r in result['backbones']:
+    header = ('| family | size | method | input | train plain ms | train cond ms | train ratio '
+              '| train ratio IQR | infer plain ms | infer cond ms | infer ratio '
+              '| infer ratio IQR | peak plain MiB | peak cond MiB | peak ratio |')
+    for key, title in (('backbones', 'Backbones:'),
+                       ('layers', f'The first attention layer alone ({LAYER_CALLS} calls per '
+                        'timed sample, on the input it gets in the backbone; `all` = precond '
+                        '+ spectral, the layer methods). The backbone differs from its twin '
+                        'only inside these layers (tokens aside), so a layer ratio bounds the '
+                        'backbone ratio from above:')):
+        if not result.get(key):
+            continue
+        lines += [title, '', header, '|' + '---|' * 15]
+        for r in result[key]:
             lines.append('| ' + ' | '.join([
                 *r.label, _shape(r.shape), *_timing_cells(r.train), *_timing_cells(r.infer),
                 _mb(r.peak[0]), _mb(r.peak[1]), f'{r.peak_ratio:.3f}']) + ' |')

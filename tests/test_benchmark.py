@@ -25,10 +25,13 @@ def benchmark_tool():
     return load_tool(TOOL)
 
 
-def table(text, first_cell):
-    """Rows (lists of cells) of the markdown table whose header starts with ``first_cell``."""
+def table(text, first_cell, after=''):
+    """Rows (lists of cells) of the first markdown table whose header starts with
+    ``first_cell``, after the first line that contains ``after``."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f'| {first_cell} |'))
+    begin = next(i for i, line in enumerate(lines) if after in line)
+    start = next(i for i, line in enumerate(lines)
+                 if i >= begin and line.startswith(f'| {first_cell} |'))
     rows = []
     for line in lines[start:]:
         if not line.startswith('|'):
@@ -60,6 +63,15 @@ def test_tool_writes_a_markdown_table(tmp_path):
         assert all(math.isfinite(v) and v > 0 for v in ratios)
     peaks = [float(r[header.index('peak plain MiB')]) for r in body]
     assert all(p > 0 for p in peaks)
+
+    # the attention layers alone: the methods that live in layers, input as in the backbone
+    header, body = table(text, 'family', after='attention layer alone')
+    layer_methods = [m for m in METHODS if m != 'tokens']
+    assert [r[:3] for r in body] == [[f, 'cls', m] for f in FAMILIES for m in layer_methods]
+    for r in body:
+        q1, q3 = map(float, r[header.index('train ratio IQR')].split('-'))
+        assert 0 < q1 <= float(r[header.index('train ratio')]) <= q3
+    assert {r[header.index('input')] for r in body if r[0] == 'vit'} == {'4×5×64'}
 
     header, body = table(text, 'family | size | X')
     assert len(body) == 3 and 'gram ms' in header
@@ -144,6 +156,19 @@ def test_detector_rows_render():
     assert all(float(r[header.index('peak ratio')]) > 0 for r in body)
 
 
+@pytest.mark.parametrize('family', FAMILIES)
+def test_layer_row_conditions_a_copy_of_the_first_attention_layer(family):
+    """The layer twin gets the input the layer sees in its backbone (Swin: window batches);
+    spectral_folded times the same function as the plain layer plus lam·I."""
+    from mmcondattn.benchmark import _first_attention_input, bench_layer, build_plain
+    s = BenchmarkSettings(families=[family], sizes=['cls'], tiny=True, repeats=2, warmup=0)
+    row = bench_layer(family, 'cls', 'spectral_folded', s)
+    backbone = build_plain(family, 'cls', (32, 32), tiny=True)
+    layer, args, kwargs = _first_attention_input(backbone, torch.randn(4, 3, 32, 32))
+    assert row.shape == tuple(args[0].shape) and args[0].shape[-1] in (32, 64)
+    assert [len(t) for t in row.train.samples] == [2, 2] and row.peak_ratio > 0
+
+
 def test_backbone_row_twins_share_weights_and_differ_by_conditioning():
     s = BenchmarkSettings(families=['xcit'], methods=['spectral_folded'], sizes=['det'],
                           tiny=True, repeats=1, warmup=0)
@@ -181,27 +206,40 @@ def test_preconditioned_linear_equals_per_head_reference(detach):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
 
 
+def _precond_pair(proj):
+    fast = PreconditionedLinear.from_linear(proj, 4, dict(scale=2.))
+    return fast, lambda x: F.linear(precondition(x.unflatten(-1, (4, 8)), scale=2.).flatten(-2),
+                                    proj.weight, proj.bias)
+
+
+def _spectral_pair(qkv):
+    fast = SpectralLinear.from_linear(qkv, dict(lam=10., targets=('q', 'v')))
+    return fast, lambda x: F.linear(
+        x, qkv.weight + spectral_correction(qkv.weight, 'identity', 10., ('q', 'v')), qkv.bias)
+
+
 @pytest.mark.parametrize('dtype,autocast,tol', [(torch.float64, False, 1e-12),
                                                 (torch.float32, True, 2e-2)])
-def test_preconditioned_projection_equals_reference_in_other_precisions(dtype, autocast, tol):
-    """The recomputing projection (detach=True) = ``F.linear(precondition(x), W, b)`` in
-    float64 (rtol 1e-12) and under CPU bf16 autocast (rtol 2e-2, bf16's 8-bit mantissa):
-    values and gradients of x, W, b."""
+@pytest.mark.parametrize('pair,out_features', [(_precond_pair, 16), (_spectral_pair, 96)])
+def test_hand_written_backwards_equal_the_reference_in_other_precisions(
+        pair, out_features, dtype, autocast, tol):
+    """The Functions with a written-out backward (precond projection, spectral identity) =
+    their reference (``precondition`` then F.linear; F.linear with W + lam·I) in float64
+    (rtol 1e-12) and under CPU bf16 autocast (rtol 2e-2, bf16's 8-bit mantissa): values and
+    gradients of x, W, b, in the reference's dtypes."""
     torch.manual_seed(0)
-    proj = nn.Linear(32, 16).to(dtype)
-    fast = PreconditionedLinear.from_linear(proj, 4, dict(scale=2.))
+    lin = nn.Linear(32, out_features).to(dtype)
+    fast, reference = pair(lin)
     x = (torch.randn(2, 9, 32, dtype=dtype) * torch.logspace(-2, 2, 9, dtype=dtype)[:, None])
     x.requires_grad_()
-    params = [x, proj.weight, proj.bias]
+    params = [x, lin.weight, lin.bias]
 
     def run(fn):
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
             y = fn(x)
         return [y] + list(torch.autograd.grad(y.float().square().sum(), params))
 
-    ref = run(lambda x: F.linear(precondition(x.unflatten(-1, (4, 8)), scale=2.).flatten(-2),
-                                 proj.weight, proj.bias))
-    for got, want in zip(run(fast), ref):
+    for got, want in zip(run(fast), run(reference)):
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
 

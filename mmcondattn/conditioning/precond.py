@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .linear_grad import linear_backward
 from .options import PrecondCfg, parse_conditioning
 
 __all__ = ['row_scale', 'precondition', 'PreconditionedLinear']
@@ -48,8 +49,8 @@ class _PreconditionedProjection(torch.autograd.Function):
     Same values and gradients as ``F.linear(precondition(x), W, b)``, but it saves x and
     the small C (..., N, heads, 1) instead of C·x, and recomputes C·x for W's gradient:
     where x is already kept by the layer before (fused SDPA keeps its output, of which x
-    is a view), the projection adds no activation of its own. Backward runs in the dtype
-    of the output's gradient (autocast's dtype when forward ran under autocast).
+    is a view), the projection adds no activation of its own. Backward: see
+    :mod:`.linear_grad`; x's gradient is (grad_y W)·C, scaled in place.
     """
 
     @staticmethod
@@ -65,18 +66,13 @@ class _PreconditionedProjection(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
         x, weight, c = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = grad_w = grad_b = None
-        dtype = grad_y.dtype
-        rows = grad_y.reshape(-1, grad_y.shape[-1])  # (M, out), M = all leading dims
-        if need_x:
-            grad_xc = grad_y.matmul(weight.to(dtype)).unflatten(-1, (ctx.num_heads, -1))
-            grad_x = (grad_xc.to(x.dtype) * c).flatten(-2)
-        if need_w:
-            xc = (x.unflatten(-1, (ctx.num_heads, -1)) * c).flatten(-2).to(dtype)
-            grad_w = rows.mT.matmul(xc.reshape(-1, xc.shape[-1])).to(weight.dtype)
-        if need_b and ctx.bias_dtype is not None:
-            grad_b = rows.sum(0).to(ctx.bias_dtype)
+        needs = ctx.needs_input_grad[:3]
+        h = ctx.num_heads
+        grad_x, grad_w, grad_b = linear_backward(
+            grad_y, (x.unflatten(-1, (h, -1)) * c).flatten(-2) if needs[1] else None,  # C·x
+            weight, torch.promote_types(x.dtype, c.dtype), needs, ctx.bias_dtype)
+        if grad_x is not None:
+            grad_x = grad_x.unflatten(-1, (h, -1)).mul_(c).flatten(-2).to(x.dtype)
         return grad_x, grad_w, grad_b, None, None, None
 
 

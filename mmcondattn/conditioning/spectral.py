@@ -20,12 +20,13 @@ first used, then stays fixed. Concretely:
 * ``recompute_correction()`` / :func:`recompute_corrections` recompute it on request, e.g.
   to condition from a checkpoint's weights rather than its stored correction.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .linear_grad import linear_backward
 from .options import SPECTRAL_TARGETS, SpectralCfg, parse_conditioning
 
 __all__ = ['spectral_correction', 'SpectralLinear', 'recompute_corrections']
@@ -59,6 +60,45 @@ def spectral_correction(weight: torch.Tensor,
                 torch.zeros_like(b, dtype=torch.float64)
                 for t, b in zip(SPECTRAL_TARGETS, blocks)]
     return torch.cat(corr, dim=0).to(weight.dtype)
+
+
+class _IdentityCorrectedLinear(torch.autograd.Function):
+    """y = x Wᵀ + b, then y_t[..., :k] += lam · x[..., :k] for each targeted block t of the
+    3 output blocks of D_out (k = min(D_out, D_in)): x (W + lam·I)ᵀ + b without a matmul.
+
+    The add is in place on F.linear's fresh output, and the backward is written out
+    (:mod:`.linear_grad`) with x's extra gradient lam · grad_y_t added in place, so neither
+    direction copies a (..., 3·D_out) tensor (autograd would clone the output's gradient for
+    an in-place add on a view).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lam: float, blocks: Tuple[int, ...], d: int):
+        y = F.linear(x, weight, bias)  # (..., 3·D_out)
+        k = min(d, x.shape[-1])
+        y3 = y.unflatten(-1, (len(SPECTRAL_TARGETS), d))  # (..., 3, D_out), a view
+        if len(blocks) == len(SPECTRAL_TARGETS):
+            y3[..., :k].add_(x[..., None, :k], alpha=lam)
+        else:
+            for b in blocks:
+                y3[..., b, :k].add_(x[..., :k], alpha=lam)
+        ctx.save_for_backward(x, weight)
+        ctx.lam, ctx.blocks, ctx.d = lam, blocks, d
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        grad_x, grad_w, grad_b = linear_backward(grad_y, x, weight, x.dtype,
+                                                 ctx.needs_input_grad[:3], ctx.bias_dtype)
+        if grad_x is not None:
+            k = min(ctx.d, x.shape[-1])
+            g3 = grad_y.unflatten(-1, (len(SPECTRAL_TARGETS), ctx.d))  # a view
+            for b in ctx.blocks:
+                grad_x[..., :k].add_(g3[..., b, :k], alpha=ctx.lam)
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 class SpectralLinear(nn.Linear):
@@ -143,20 +183,12 @@ class SpectralLinear(nn.Linear):
         return self.weight + self.correction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spectral.mode == 'svd':
+        s = self.spectral
+        if s.mode == 'svd':
             return F.linear(x, self.effective_weight(), self.bias)
-        s, d, k = self.spectral, self.block, min(self.block, self.in_features)
-        y = F.linear(x, self.weight, self.bias)  # (..., 3·D_out)
-        # y_b[:k] += lam · x[:k] per targeted block b (rectangular identity), in place on
-        # F.linear's fresh output (its backward does not need it)
-        if len(s.targets) == len(SPECTRAL_TARGETS):
-            y3 = y.unflatten(-1, (len(SPECTRAL_TARGETS), d))  # (..., 3, D_out), a view
-            y3[..., :k].add_(x[..., None, :k], alpha=s.lam)
-        else:
-            for t in s.targets:
-                b = SPECTRAL_TARGETS.index(t) * d
-                y[..., b:b + k].add_(x[..., :k], alpha=s.lam)
-        return y
+        blocks = tuple(SPECTRAL_TARGETS.index(t) for t in s.targets)
+        return _IdentityCorrectedLinear.apply(x, self.weight, self.bias, s.lam, blocks,
+                                              self.block)
 
     @torch.no_grad()
     def folded(self) -> nn.Linear:

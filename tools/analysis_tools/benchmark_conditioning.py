@@ -42,10 +42,13 @@ def parse_args(argv=None):
                    help='classification batch (default 4 on CPU, 8 on GPU)')
     p.add_argument('--det-batch-size', type=int, default=None,
                    help='detection batch (default 1 on CPU, 2 on GPU)')
-    p.add_argument('--repeats', type=int, default=7, help='timed calls per model (median)')
+    p.add_argument('--repeats', type=int, default=7,
+                   help='timed rounds (each model once per round; medians)')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls per model first')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--tiny', action='store_true', help='tiny archs and images (tests)')
+    p.add_argument('--no-layers', action='store_true',
+                   help='skip the table of single attention layers')
     p.add_argument('--no-detector', action='store_true', help='skip the Mask R-CNN rows')
     p.add_argument('--no-solvers', action='store_true', help='skip the token-solver table')
     p.add_argument('--out', help='markdown file to write (replaces only the part between '
@@ -65,7 +68,8 @@ def parse_args(argv=None):
         settings = BenchmarkSettings(
             families=args.families, methods=args.methods, sizes=args.sizes,
             img_size=img_size, batch_size=batch, repeats=args.repeats, warmup=args.warmup,
-            device=args.device, tiny=args.tiny, detectors=not args.no_detector,
+            device=args.device, tiny=args.tiny, layers=not args.no_layers,
+            detectors=not args.no_detector,
             solvers=not args.no_solvers)
     except ValueError as e:
         p.error(str(e))
