@@ -221,23 +221,33 @@ def _spectral_pair(qkv):
 @pytest.mark.parametrize('dtype,autocast,tol', [(torch.float64, False, 1e-12),
                                                 (torch.float32, True, 2e-2)])
 @pytest.mark.parametrize('pair,out_features', [(_precond_pair, 16), (_spectral_pair, 96)])
+@pytest.mark.parametrize('strided', [False, True])
 def test_hand_written_backwards_equal_the_reference_in_other_precisions(
-        pair, out_features, dtype, autocast, tol):
+        pair, out_features, strided, dtype, autocast, tol):
     """The Functions with a written-out backward (precond projection, spectral identity) =
     their reference (``precondition`` then F.linear; F.linear with W + lam·I) in float64
     (rtol 1e-12) and under CPU bf16 autocast (rtol 2e-2, bf16's 8-bit mantissa): values and
-    gradients of x, W, b, in the reference's dtypes."""
+    gradients of x, W, b, in the reference's dtypes; also for a strided input (XCA hands
+    ``proj`` a permuted view), and without autograd."""
     torch.manual_seed(0)
     lin = nn.Linear(32, out_features).to(dtype)
     fast, reference = pair(lin)
-    x = (torch.randn(2, 9, 32, dtype=dtype) * torch.logspace(-2, 2, 9, dtype=dtype)[:, None])
-    x.requires_grad_()
+    rows = torch.logspace(-2, 2, 9, dtype=dtype)
+    if strided:  # (B, heads, d, N) permuted to (B, N, heads·d), as XCA does
+        x = (torch.randn(2, 4, 8, 9, dtype=dtype) * rows).requires_grad_()
+        inp = lambda: x.permute(0, 3, 1, 2).reshape(2, 9, 32)  # noqa: E731
+        assert not inp().is_contiguous()
+    else:
+        x = (torch.randn(2, 9, 32, dtype=dtype) * rows[:, None]).requires_grad_()
+        inp = lambda: x  # noqa: E731
     params = [x, lin.weight, lin.bias]
 
     def run(fn):
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
-            y = fn(x)
-        return [y] + list(torch.autograd.grad(y.float().square().sum(), params))
+            y = fn(inp())
+            with torch.no_grad():
+                y_no_grad = fn(inp())
+        return [y, y_no_grad] + list(torch.autograd.grad(y.float().square().sum(), params))
 
     for got, want in zip(run(fast), run(reference)):
         assert got.dtype == want.dtype

@@ -10,7 +10,13 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['linear_backward']
+__all__ = ['needs_autograd', 'linear_backward']
+
+
+def needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a Function over ``tensors`` must record a backward (else: call its forward
+    math directly and skip the autograd.Function overhead)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def linear_backward(grad_y: torch.Tensor, x_for_weight: Optional[torch.Tensor],

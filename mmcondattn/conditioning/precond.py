@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .linear_grad import linear_backward
+from .linear_grad import linear_backward, needs_autograd
 from .options import PrecondCfg, parse_conditioning
 
 __all__ = ['row_scale', 'precondition', 'PreconditionedLinear']
@@ -43,6 +43,21 @@ def precondition(out: torch.Tensor,
     return out * row_scale(out.detach() if detach else out, eps, scale)
 
 
+def _scaled_heads(x: torch.Tensor, c: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """C·x for x (..., N, heads·d) and C (..., N, heads, 1), written contiguously in one pass
+    (x may be a strided view, e.g. XCA's permuted output; F.linear would copy it again)."""
+    heads = x.unflatten(-1, (num_heads, -1))  # (..., N, heads, d)
+    out = torch.empty(heads.shape, dtype=torch.promote_types(heads.dtype, c.dtype),
+                      device=heads.device)
+    return torch.mul(heads, c, out=out).flatten(-2)
+
+
+def _project(x, weight, bias, num_heads: int, eps: float, scale: float):
+    """(y, C): y = (C·x) Wᵀ + b with C = row_scale of x's (token, head) rows, no autograd."""
+    c = row_scale(x.unflatten(-1, (num_heads, -1)), eps, scale)  # (..., N, heads, 1)
+    return F.linear(_scaled_heads(x, c, num_heads), weight, bias), c
+
+
 class _PreconditionedProjection(torch.autograd.Function):
     """y = (C·x) Wᵀ + b over (token, head) rows of x (..., N, heads·d), C detached.
 
@@ -55,12 +70,11 @@ class _PreconditionedProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, num_heads: int, eps: float, scale: float):
-        heads = x.unflatten(-1, (num_heads, -1))  # (..., N, heads, d)
-        c = row_scale(heads, eps, scale)  # (..., N, heads, 1)
+        y, c = _project(x, weight, bias, num_heads, eps, scale)
         ctx.save_for_backward(x, weight, c)
         ctx.num_heads = num_heads
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return F.linear((heads * c).flatten(-2), weight, bias)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -69,7 +83,7 @@ class _PreconditionedProjection(torch.autograd.Function):
         needs = ctx.needs_input_grad[:3]
         h = ctx.num_heads
         grad_x, grad_w, grad_b = linear_backward(
-            grad_y, (x.unflatten(-1, (h, -1)) * c).flatten(-2) if needs[1] else None,  # C·x
+            grad_y, _scaled_heads(x, c, h) if needs[1] else None,  # C·x, recomputed
             weight, torch.promote_types(x.dtype, c.dtype), needs, ctx.bias_dtype)
         if grad_x is not None:
             grad_x = grad_x.unflatten(-1, (h, -1)).mul_(c).flatten(-2).to(x.dtype)
@@ -119,8 +133,10 @@ class PreconditionedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.precond
         if p.detach:  # the default: saves x, not C·x (see _PreconditionedProjection)
-            return _PreconditionedProjection.apply(x, self.weight, self.bias, self.num_heads,
-                                                   p.eps, p.scale)
+            args = (x, self.weight, self.bias, self.num_heads, p.eps, p.scale)
+            if needs_autograd(*args[:3]):
+                return _PreconditionedProjection.apply(*args)
+            return _project(*args)[0]  # nothing to differentiate: no autograd.Function
         heads = x.unflatten(-1, (self.num_heads, -1))  # (..., N, heads, d)
         x = precondition(heads, p.eps, p.scale, p.detach).flatten(-2)  # (..., N, heads·d)
         return F.linear(x, self.weight, self.bias)

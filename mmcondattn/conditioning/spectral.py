@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .linear_grad import linear_backward
+from .linear_grad import linear_backward, needs_autograd
 from .options import SPECTRAL_TARGETS, SpectralCfg, parse_conditioning
 
 __all__ = ['spectral_correction', 'SpectralLinear', 'recompute_corrections']
@@ -62,9 +62,22 @@ def spectral_correction(weight: torch.Tensor,
     return torch.cat(corr, dim=0).to(weight.dtype)
 
 
+def _identity_corrected(x, weight, bias, lam: float, blocks: Tuple[int, ...], d: int):
+    """y = x Wᵀ + b, then y_t[..., :k] += lam · x[..., :k] in place for each targeted block t
+    of the 3 output blocks of D_out (k = min(D_out, D_in)); no autograd."""
+    y = F.linear(x, weight, bias)  # (..., 3·D_out)
+    k = min(d, x.shape[-1])
+    y3 = y.unflatten(-1, (len(SPECTRAL_TARGETS), d))  # (..., 3, D_out), a view
+    if len(blocks) == len(SPECTRAL_TARGETS):
+        y3[..., :k].add_(x[..., None, :k], alpha=lam)
+    else:
+        for b in blocks:
+            y3[..., b, :k].add_(x[..., :k], alpha=lam)
+    return y
+
+
 class _IdentityCorrectedLinear(torch.autograd.Function):
-    """y = x Wᵀ + b, then y_t[..., :k] += lam · x[..., :k] for each targeted block t of the
-    3 output blocks of D_out (k = min(D_out, D_in)): x (W + lam·I)ᵀ + b without a matmul.
+    """x (W + lam·I)ᵀ + b without a matmul (:func:`_identity_corrected`).
 
     The add is in place on F.linear's fresh output, and the backward is written out
     (:mod:`.linear_grad`) with x's extra gradient lam · grad_y_t added in place, so neither
@@ -74,14 +87,7 @@ class _IdentityCorrectedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lam: float, blocks: Tuple[int, ...], d: int):
-        y = F.linear(x, weight, bias)  # (..., 3·D_out)
-        k = min(d, x.shape[-1])
-        y3 = y.unflatten(-1, (len(SPECTRAL_TARGETS), d))  # (..., 3, D_out), a view
-        if len(blocks) == len(SPECTRAL_TARGETS):
-            y3[..., :k].add_(x[..., None, :k], alpha=lam)
-        else:
-            for b in blocks:
-                y3[..., b, :k].add_(x[..., :k], alpha=lam)
+        y = _identity_corrected(x, weight, bias, lam, blocks, d)
         ctx.save_for_backward(x, weight)
         ctx.lam, ctx.blocks, ctx.d = lam, blocks, d
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -186,9 +192,11 @@ class SpectralLinear(nn.Linear):
         s = self.spectral
         if s.mode == 'svd':
             return F.linear(x, self.effective_weight(), self.bias)
-        blocks = tuple(SPECTRAL_TARGETS.index(t) for t in s.targets)
-        return _IdentityCorrectedLinear.apply(x, self.weight, self.bias, s.lam, blocks,
-                                              self.block)
+        args = (x, self.weight, self.bias, s.lam,
+                tuple(SPECTRAL_TARGETS.index(t) for t in s.targets), self.block)
+        if needs_autograd(*args[:3]):
+            return _IdentityCorrectedLinear.apply(*args)
+        return _identity_corrected(*args)  # nothing to differentiate: no autograd.Function
 
     @torch.no_grad()
     def folded(self) -> nn.Linear:
