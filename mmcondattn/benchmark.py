@@ -356,15 +356,18 @@ def _first_attention_input(model: nn.Module, x: torch.Tensor):
     layer = attention_layers(model)[0][1]
     seen = {}
 
+    class Captured(Exception):
+        """Raised once the input is seen: nothing after this layer needs to run."""
+
     def grab(mod, args, kwargs):
         seen.update(args=tuple(a.detach() for a in args), kwargs=kwargs)
-        raise StopIteration  # nothing after this layer is needed
+        raise Captured
 
     handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
     try:
         with torch.no_grad():
             model(x)
-    except StopIteration:
+    except Captured:
         pass
     finally:
         handle.remove()
