@@ -1,6 +1,9 @@
 # The two commands of the README: `make demo` and `make test` (and `make demo-cls`). Each runs
 # the set-up first (tools/setup_env.sh: .venv with the pinned OpenMMLab stack; seconds once done).
+# `make test-compat` runs the suite on the second tested stack (torch 2.1, numpy 1.x) in
+# .venv-torch2.1 (docs/installation.md).
 PY := .venv/bin/python
+COMPAT_PY := .venv-torch2.1/bin/python
 DEMO_CONFIG ?= configs/demo/mask-rcnn_xcit-n-p8_precond_fpn_shapes.py
 DEMO_CLS_CONFIG ?= configs/demo/xcit-n-p8_precond_shapes-cls.py
 STAMP := $(shell date +%Y%m%d_%H%M%S)
@@ -8,9 +11,12 @@ DEMO_DIR ?= work_dirs/demo/$(STAMP)
 DEMO_CLS_DIR ?= work_dirs/demo-cls/$(STAMP)
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo demo-cls data data-cls
+.PHONY: setup setup-compat test test-compat demo demo-cls data data-cls
 setup:
 	@bash tools/setup_env.sh
+
+setup-compat:
+	@bash tools/setup_env.sh --stack torch2.1
 
 data: setup
 	@$(PY) tools/misc/generate_dataset.py coco data/shapes_coco
@@ -19,6 +25,13 @@ data: setup
 data-cls: setup
 	@$(PY) tools/misc/generate_dataset.py imagenet data/shapes_imagenet32 --num-train 128 \
 		--num-val 32 --img-size 32 --shape-size 0.4 0.8
+
+# The real Fashion-MNIST (60k train / 10k test, 28 px) from the Debian package
+# dataset-fashion-mnist (installed when missing), un-gzipped into data/fashion_mnist/ for
+# mmpretrain's FashionMNIST, IDX headers checked (tools/misc/prepare_fashion_mnist.py)
+.PHONY: data-fmnist
+data-fmnist: setup
+	@$(PY) tools/misc/prepare_fashion_mnist.py data/fashion_mnist
 
 # Mask R-CNN with a preconditioned XCiT, trained and evaluated (COCO box / mask AP).
 demo: data
@@ -30,3 +43,6 @@ demo-cls: data-cls
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-compat: setup-compat
+	$(COMPAT_PY) -m pytest tests $(PYTEST_ARGS)

@@ -267,18 +267,25 @@ def _state_bytes(model: nn.Module) -> int:
                for t in itertools.chain(model.parameters(), model.buffers()))
 
 
+def _event_span_ns(event):
+    """(start, end) of a profiler event in ns (torch < 2.2 events only have ``*_us``)."""
+    if hasattr(event, 'start_ns'):
+        return event.start_ns(), event.end_ns()
+    return event.start_us() * 1000, (event.start_us() + event.duration_us()) * 1000
+
+
 def _cpu_allocation_growth(prof, names: Sequence[str]) -> List[int]:
     """Largest growth of bytes held by torch's CPU allocator inside each profiled range."""
     events = list(prof.profiler.kineto_results.events())
-    mem = sorted(((e.start_ns(), e.nbytes()) for e in events  # allocations before frees
+    mem = sorted(((_event_span_ns(e)[0], e.nbytes()) for e in events  # allocations before frees
                   if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU),
                  key=lambda tn: (tn[0], -tn[1]))
     growth = []
     for name in names:
-        rng = next(e for e in events if e.name() == name)
+        start, end = _event_span_ns(next(e for e in events if e.name() == name))
         held = peak = 0
         for t, nbytes in mem:
-            if rng.start_ns() <= t <= rng.end_ns():
+            if start <= t <= end:
                 held += nbytes
                 peak = max(peak, held)
         growth.append(peak)

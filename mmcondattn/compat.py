@@ -6,10 +6,11 @@ configs that say ``custom_imports=dict(imports=['mmcondattn'])`` get them in any
 1. ``weights_only`` checkpoints. torch >= 2.6 loads with ``weights_only=True`` and
    refuses every pickled global outside its allow-list; mmengine's checkpoints hold a
    ``HistoryBuffer`` and numpy arrays/scalars in ``message_hub``, so ``--resume`` and
-   ``load_from`` fail. mmengine's local-file loader is replaced by one that loads with
-   ``weights_only=True`` and allow-lists exactly those globals while it loads (never
-   weights_only off: that would run arbitrary code from a checkpoint file), and turns a
-   refusal into one clear error.
+   ``load_from`` fail. On older torch mmengine unpickles anything (``weights_only`` off).
+   mmengine's local-file loader is replaced by one that loads with weights_only semantics
+   on every torch and allow-lists exactly those globals while it loads
+   (:mod:`mmcondattn.weights_only`: torch's ``safe_globals`` on torch >= 2.5, an allow-list
+   unpickler before), and turns a refusal into one clear error.
 2. Multi-process training on a CPU-only machine. mmengine's ``init_dist`` calls
    ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids=[LOCAL_RANK]``;
    both fail without CUDA. :func:`setup_cpu_distributed` starts a gloo process group
@@ -22,6 +23,8 @@ import re
 
 import numpy as np
 import torch
+
+from .weights_only import weights_only_load
 
 
 class CheckpointError(RuntimeError):
@@ -72,8 +75,9 @@ class _GuardHistoryBufferMethods:
                     f'methods {changed} with objects of its own')
 
 
-def load_checkpoint_file(filename, map_location=None):
-    """``torch.load(filename, weights_only=True)`` with one-line errors.
+def load_checkpoint_file(filename, map_location=None, scoped=None):
+    """``torch.load(filename, weights_only=True)`` with mmengine's globals allowed and
+    one-line errors (``scoped``: see :func:`mmcondattn.weights_only.weights_only_load`).
 
     Raises:
         CheckpointError: the file is missing, not a torch checkpoint, or holds pickled
@@ -84,9 +88,9 @@ def load_checkpoint_file(filename, map_location=None):
         raise CheckpointError(f'checkpoint not found: {filename}')
     try:
         # The allow-list holds only while loading through here, not for every torch.load.
-        with torch.serialization.safe_globals(mmengine_checkpoint_globals()), \
-                _GuardHistoryBufferMethods(filename):
-            ckpt = torch.load(filename, map_location=map_location, weights_only=True)
+        with _GuardHistoryBufferMethods(filename):
+            ckpt = weights_only_load(filename, map_location, mmengine_checkpoint_globals(),
+                                     scoped=scoped)
     except CheckpointError:
         raise
     except pickle.UnpicklingError as e:

@@ -8,14 +8,19 @@ from its cause:
   from inside mmdet's heads, minutes into a run;
 * a torchvision built for another torch: ``import torchvision`` (and so mmpretrain) fails with
   ``operator torchvision::nms does not exist``;
-* an mmcv outside the range mmdet accepts: ``import mmdet`` dies on an ``AssertionError``.
+* an mmcv outside the range mmdet accepts: ``import mmdet`` dies on an ``AssertionError``;
+* an mmcv whose compiled ops were built against another torch (pip's wheel cache reuses such a
+  wheel silently): ``mmcv._ext`` fails to load with ``undefined symbol``, and the first op
+  fails deep inside a head.
 
 :func:`check_stack` finds each of these before anything else is imported and raises one
 :class:`StackError` that says what is wrong and how to fix it. It only reads versions and
-looks the extension module up (``importlib.util.find_spec``), so it costs milliseconds.
+loads the extension module (which mmdet's models import anyway).
 """
+import importlib
 import importlib.metadata
 import importlib.util
+import json
 import re
 
 __all__ = ['StackError', 'check_stack']
@@ -42,12 +47,35 @@ def _dist_version(name: str):
         return None
 
 
+def _mmcv_ext_error():
+    """Why ``mmcv._ext`` cannot be loaded (first line of the error), or None if it loads."""
+    try:
+        import torch  # noqa: F401  the extension links against the loaded libtorch
+        importlib.import_module('mmcv._ext')
+    except (ImportError, OSError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
+def mmcv_built_for_torch():
+    """The torch that the installed mmcv wheel was built against, where that was recorded
+    (tools/setup_env.sh installs from ``.../mmcv-<v>_torch-<torch>_<py>/``), else None."""
+    try:
+        dist = importlib.metadata.distribution('mmcv')
+        url = json.loads(dist.read_text('direct_url.json') or '{}').get('url', '')
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+    m = re.search(r'_torch-([^_/]+)_', url)
+    return m.group(1) if m else None
+
+
 def check_stack(torch_version=None, torchvision_version=None, mmcv_version=None,
-                has_mmcv_ops=None) -> None:
+                has_mmcv_ops=None, mmcv_ext_error=None, mmcv_torch=None) -> None:
     """Raise :class:`StackError` if torch, torchvision and mmcv cannot work together.
 
     The arguments default to what is installed (they exist so that each failure can be shown
-    without breaking an environment).
+    without breaking an environment): ``mmcv_ext_error`` is the error loading ``mmcv._ext``
+    (``''``: it loads), ``mmcv_torch`` the torch the mmcv wheel records it was built for.
     """
     torch_version = torch_version or _dist_version('torch')
     torchvision_version = torchvision_version or _dist_version('torchvision')
@@ -80,3 +108,19 @@ def check_stack(torch_version=None, torchvision_version=None, mmcv_version=None,
             f'mmcv {mmcv_version} has no compiled ops (mmcv._ext is missing: mmcv-lite, or a '
             'source build without MMCV_WITH_OPS=1); Mask R-CNN needs RoIAlign and NMS. Rebuild '
             f'with MMCV_WITH_OPS=1 pip install --no-build-isolation mmcv=={mmcv_version}; {FIX}')
+    if mmcv_ext_error is None:
+        mmcv_ext_error = _mmcv_ext_error() or ''
+    if 'undefined symbol' in mmcv_ext_error:
+        mmcv_torch = mmcv_torch or mmcv_built_for_torch()
+        built = (f'built against torch {mmcv_torch}' if mmcv_torch
+                 else 'built against another torch (which one is not recorded)')
+        sym = mmcv_ext_error.split('undefined symbol:')[-1].strip()
+        raise StackError(
+            f'mmcv {mmcv_version}\'s compiled ops were {built}, not the installed torch '
+            f'{torch_version}: loading mmcv._ext fails (undefined symbol {sym}). pip\'s wheel '
+            f'cache reuses a wheel built for another torch; rebuild against this one without '
+            f'the cache: pip uninstall -y mmcv && MMCV_WITH_OPS=1 pip install --no-cache-dir '
+            f'--no-build-isolation mmcv=={mmcv_version}; {FIX}')
+    if mmcv_ext_error:
+        raise StackError(f'mmcv {mmcv_version} has compiled ops that cannot be loaded '
+                         f'({mmcv_ext_error}); {FIX}')

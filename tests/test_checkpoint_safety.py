@@ -1,4 +1,10 @@
-"""weights_only stays on: mmengine checkpoints load through the allow-list, code payloads do not."""
+"""weights_only stays on: mmengine checkpoints load through the allow-list, code payloads do not.
+
+Every test runs on both routes of :func:`mmcondattn.weights_only.weights_only_load`: torch's
+scoped ``safe_globals`` (torch >= 2.5) and the allow-list unpickler (the only route on older
+torch, forced here on a newer one).
+"""
+import io
 import os
 import pickle
 
@@ -6,7 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmcondattn.compat import CheckpointError, load_checkpoint_file
+from mmcondattn.compat import CheckpointError, load_checkpoint_file, mmengine_checkpoint_globals
+from mmcondattn.weights_only import allowlist_pickle_module, has_scoped_allowlist
+
+ROUTES = [pytest.param(True, id='safe_globals', marks=pytest.mark.skipif(
+              not has_scoped_allowlist(), reason='torch < 2.5 has no safe_globals')),
+          pytest.param(False, id='allowlist_unpickler')]
 
 
 class _Payload:
@@ -30,18 +41,26 @@ def _mmengine_like_checkpoint(path):
                                      runtime_info=dict(arr=np.arange(3)))), path)
 
 
-def test_plain_weights_only_load_fails_without_the_shim(tmp_path):
-    """The failure the shim fixes: torch 2.13 refuses an mmengine checkpoint by default, and
+@pytest.mark.parametrize('scoped', ROUTES)
+def test_plain_weights_only_load_fails_without_the_shim(tmp_path, scoped):
+    """The failure the shim fixes: torch refuses an mmengine checkpoint with weights_only, and
     the allow-list is scoped to mmengine's loader, not leaked into every torch.load."""
     import mmcondattn  # noqa: F401
     path = tmp_path / 'epoch_1.pth'
     _mmengine_like_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
         torch.load(path, weights_only=True)
-    assert load_checkpoint_file(str(path))['meta']['iter'] == 4
+    ckpt = load_checkpoint_file(str(path), scoped=scoped)
+    assert ckpt['meta']['iter'] == 4 and ckpt['meta']['seed'] == 3
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+    assert ckpt['message_hub']['log_scalars']['train/loss'].current() == 0.5
+    np.testing.assert_array_equal(ckpt['message_hub']['runtime_info']['arr'], np.arange(3))
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
+        torch.load(path, weights_only=True)  # still refused after our load
 
 
-def test_smuggled_statistics_method_is_refused(tmp_path):
+@pytest.mark.parametrize('scoped', ROUTES)
+def test_smuggled_statistics_method_is_refused(tmp_path, scoped):
     """getattr is allowed for HistoryBuffer's own statistics methods only."""
     from mmengine.logging import HistoryBuffer
     buf = HistoryBuffer()
@@ -51,7 +70,7 @@ def test_smuggled_statistics_method_is_refused(tmp_path):
     torch.save(dict(message_hub=dict(log_scalars={'loss': buf})), path)
     registry = dict(HistoryBuffer._statistics_methods)
     with pytest.raises(CheckpointError, match=r"replaces HistoryBuffer statistics methods \['mean'\]"):
-        load_checkpoint_file(str(path))
+        load_checkpoint_file(str(path), scoped=scoped)
     assert HistoryBuffer._statistics_methods == registry  # undone
 
 
@@ -71,10 +90,48 @@ def test_code_payload_is_refused_with_a_clear_error(tmp_path):
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
     torch.save(dict(state_dict={}, x=_Payload(marker)), path)
-    for load in (load_checkpoint_file, _load_checkpoint):
+    loads = [_load_checkpoint] + [lambda f, s=s: load_checkpoint_file(f, scoped=s)
+                                  for s in (False, True) if s is False or has_scoped_allowlist()]
+    for load in loads:
         with pytest.raises(CheckpointError, match=r'refused to load .*evil\.pth.*system'):
             load(str(path))
     assert not marker.exists()
+
+
+class _CallableGetattr:
+    """Pickles as ``getattr(bytes, 'fromhex')``: an allowed call that yields a callable."""
+
+    def __call__(self, *args):
+        return bytes.fromhex(*args)
+
+    def __reduce__(self):
+        return (getattr, (bytes, 'fromhex'))
+
+
+class _CallsWhatGetattrReturned:
+    def __reduce__(self):
+        return (_CallableGetattr(), ('41',))
+
+
+def test_allowlist_unpickler_calls_only_allowed_objects():
+    """getattr is allowed, but what it returns may not be called: the step from an allowed
+    getattr to arbitrary code. A plain unpickler runs it; the allow-list unpickler refuses."""
+    data = pickle.dumps(_CallsWhatGetattrReturned(), protocol=2)
+    assert pickle.loads(data) == b'A'  # the call happens without the allow-list
+    module = allowlist_pickle_module(mmengine_checkpoint_globals())
+    with pytest.raises(pickle.UnpicklingError, match='Trying to call reduce for unrecognized'):
+        module.load(io.BytesIO(data))
+
+
+def test_allowlist_unpickler_reads_either_numpys_arrays():
+    """numpy 2 pickles numpy._core.multiarray, numpy 1 numpy.core.multiarray: both load."""
+    data = pickle.dumps(np.arange(3.), protocol=2)
+    module = allowlist_pickle_module(mmengine_checkpoint_globals())
+    for a, b in ((b'numpy._core.', b'numpy.core.'), (b'numpy.core.', b'numpy._core.')):
+        other = data.replace(a, b)
+        np.testing.assert_array_equal(module.load(io.BytesIO(other)), np.arange(3.))
+    with pytest.raises(pickle.UnpicklingError, match='GLOBAL posix.system'):
+        module.load(io.BytesIO(pickle.dumps(_Payload('/nonexistent/x'), protocol=2)))
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path):

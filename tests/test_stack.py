@@ -91,3 +91,57 @@ def test_mmcv_without_ops_fails_at_import_in_one_line(tmp_path):
     assert tool.returncode == 1
     assert tool.stderr.strip().splitlines() == [
         tool.stderr.strip().splitlines()[-1]] and 'has no compiled ops' in tool.stderr
+
+
+# a sitecustomize that makes mmcv._ext fail to load as an mmcv built for another torch does,
+# and a dist-info (first on sys.path) recording that the wheel was built for torch 2.13.0
+BREAK_MMCV_ABI = '''
+import importlib.abc, importlib.machinery, sys
+class _Loader(importlib.abc.Loader):
+    def create_module(self, spec):
+        raise ImportError(spec.origin + ': undefined symbol: _ZN2at4_ops10zeros_like4callERKNS_6TensorE')
+    def exec_module(self, module):
+        pass
+class _BrokenExt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == 'mmcv._ext':
+            return importlib.machinery.ModuleSpec(name, _Loader(), origin='/site/mmcv/_ext.so')
+sys.meta_path.insert(0, _BrokenExt())
+'''
+
+
+def _fake_mmcv_dist_info(root, torch_version):
+    info = root / 'mmcv-2.1.0.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text('Metadata-Version: 2.1\nName: mmcv\nVersion: 2.1.0\n')
+    url = f'file:///cache/wheels/mmcv-2.1.0_torch-{torch_version}_cp311/mmcv-2.1.0-cp311.whl'
+    (info / 'direct_url.json').write_text(f'{{"url": "{url}", "archive_info": {{}}}}')
+
+
+def test_mmcv_built_for_another_torch_is_named():
+    """An undefined libtorch symbol names the torch mmcv was built for and the rebuild."""
+    ok = dict(torch_version='2.1.2', torchvision_version='0.16.2', mmcv_version='2.1.0',
+              has_mmcv_ops=True)
+    err = '/x/mmcv/_ext.so: undefined symbol: _ZN2at4_ops10zeros_like4callE'
+    with pytest.raises(StackError, match=r"mmcv 2\.1\.0's compiled ops were built against torch "
+                       r"2\.13\.0, not the installed torch 2\.1\.2.*--no-cache-dir"):
+        check_stack(**ok, mmcv_ext_error=err, mmcv_torch='2.13.0')
+    with pytest.raises(StackError, match='another torch \\(which one is not recorded\\)'):
+        check_stack(**ok, mmcv_ext_error=err, mmcv_torch='')
+    with pytest.raises(StackError, match='compiled ops that cannot be loaded'):
+        check_stack(**ok, mmcv_ext_error='libcudart.so.12: cannot open shared object file')
+    check_stack(**ok, mmcv_ext_error='')
+
+
+def test_mmcv_abi_mismatch_fails_at_import_in_one_line(tmp_path):
+    (tmp_path / 'sitecustomize.py').write_text(BREAK_MMCV_ABI)
+    _fake_mmcv_dist_info(tmp_path, '2.13.0')
+    env = dict(os.environ, PYTHONPATH=f'{tmp_path}{os.pathsep}{REPO}')
+    tool = subprocess.run([sys.executable, os.path.join(REPO, 'tools/train.py'), 'any.py'],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = tool.stderr.strip().splitlines()
+    assert tool.returncode == 1 and len(lines) == 1, tool.stderr
+    from importlib.metadata import version
+    assert ('compiled ops were built against torch 2.13.0, not the installed torch '
+            f'{version("torch")}:') in lines[0]
+    assert 'MMCV_WITH_OPS=1 pip install --no-cache-dir --no-build-isolation mmcv==2.1.0' in lines[0]
