@@ -16,6 +16,7 @@ rules of torch's weights_only unpickler with the allow-list made explicit:
 
 Needs only torch and the standard library.
 """
+import _compat_pickle
 import collections
 import pickle
 import types
@@ -60,6 +61,9 @@ class _AllowListUnpickler(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module, name):
+        if self.proto < 3 and self.fix_imports:  # Python 2 names, as pickle itself maps them
+            module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         full = f'{module}.{name}'
         for key in (full, *_numpy_aliases(full)):
             if key in self.allowed:
