@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import json
 import re
+import urllib.parse
 
 __all__ = ['StackError', 'check_stack']
 
@@ -63,6 +64,7 @@ def mmcv_built_for_torch():
     try:
         dist = importlib.metadata.distribution('mmcv')
         url = json.loads(dist.read_text('direct_url.json') or '{}').get('url', '')
+        url = urllib.parse.unquote(url)
     except (importlib.metadata.PackageNotFoundError, ValueError):
         return None
     m = re.search(r'_torch-([^_/]+)_', url)
@@ -75,7 +77,8 @@ def check_stack(torch_version=None, torchvision_version=None, mmcv_version=None,
 
     The arguments default to what is installed (they exist so that each failure can be shown
     without breaking an environment): ``mmcv_ext_error`` is the error loading ``mmcv._ext``
-    (``''``: it loads), ``mmcv_torch`` the torch the mmcv wheel records it was built for.
+    (``''``: it loads), ``mmcv_torch`` the torch the mmcv wheel records it was built for
+    (``''``: not recorded).
     """
     torch_version = torch_version or _dist_version('torch')
     torchvision_version = torchvision_version or _dist_version('torchvision')
@@ -111,7 +114,7 @@ def check_stack(torch_version=None, torchvision_version=None, mmcv_version=None,
     if mmcv_ext_error is None:
         mmcv_ext_error = _mmcv_ext_error() or ''
     if 'undefined symbol' in mmcv_ext_error:
-        mmcv_torch = mmcv_torch or mmcv_built_for_torch()
+        mmcv_torch = mmcv_built_for_torch() if mmcv_torch is None else mmcv_torch
         built = (f'built against torch {mmcv_torch}' if mmcv_torch
                  else 'built against another torch (which one is not recorded)')
         sym = mmcv_ext_error.split('undefined symbol:')[-1].strip()

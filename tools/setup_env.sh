@@ -56,19 +56,47 @@ log "build tools for mmcv ($SETUPTOOLS: it still has pkg_resources)"
 "${IPIP[@]}" -q -c "$CONS" "$SETUPTOOLS" wheel ninja packaging pyyaml addict yapf opencv-python pillow
 
 # mmcv's compiled ops are tied to the torch they were built against, and pip's wheel cache
-# does not know that: a cached wheel built for another torch installs, then fails at import
-# (undefined symbol). So mmcv is built with --no-cache-dir into a folder named after the exact
-# torch and Python, and installed from there.
+# does not record which: a cached wheel built for another torch installs, then fails at import
+# (undefined symbol). So the wheel is kept in a folder named after the exact torch and Python,
+# and a wheel goes there only once its ops have been loaded against this torch: first the one
+# pip hands out (its cache, or a build), else one built with --no-cache-dir.
 TORCH_FULL=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
 PYTAG=$("$VENV/bin/python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 WHEELS="${MMCONDATTN_WHEELS:-$HOME/.cache/mmcondattn/wheels}/mmcv-2.1.0_torch-${TORCH_FULL}_${PYTAG}"
+ops_load() {  # do the compiled ops of the mmcv wheel in folder $1 load against this torch?
+  "$VENV/bin/python" - "$1" <<'PY'
+import glob, importlib.machinery, importlib.util, sys, tempfile, zipfile
+import torch  # noqa: F401  the extension links against the loaded libtorch
+wheel = (glob.glob(sys.argv[1] + '/mmcv-2.1.0-*.whl') or sys.exit('no mmcv wheel'))[0]
+with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory() as tmp:
+    ext = [n for n in z.namelist() if n.startswith('mmcv/_ext') and n.endswith('.so')]
+    if not ext:
+        sys.exit(f'{wheel} has no compiled ops')
+    path = z.extract(ext[0], tmp)
+    spec = importlib.util.spec_from_file_location(
+        '_ext', path, loader=importlib.machinery.ExtensionFileLoader('_ext', path))
+    try:
+        importlib.util.module_from_spec(spec)
+    except ImportError as e:
+        sys.exit(f'{wheel}: {e}')
+PY
+}
+build_mmcv() {  # build_mmcv OUT_DIR [pip options]: the mmcv 2.1.0 wheel with its ops
+  local out=$1; shift
+  rm -rf "$out"
+  MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel -q "$@" \
+    --no-build-isolation --no-deps -w "$out" mmcv==2.1.0
+}
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
-    log "mmcv 2.1.0 from source with its compiled ops, against torch $TORCH_FULL (about 16 min on 2 cores; kept in $WHEELS)"
-    rm -rf "$WHEELS.partial"
-    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel -q --no-cache-dir \
-      --no-build-isolation --no-deps -w "$WHEELS.partial" mmcv==2.1.0
-    mv "$WHEELS.partial" "$WHEELS"
+    log "mmcv 2.1.0 with its compiled ops for torch $TORCH_FULL (a source build takes 16-50 min on 2 cores; kept in $WHEELS)"
+    build_mmcv "$WHEELS.partial"
+    if ! ops_load "$WHEELS.partial"; then
+      log "that wheel (pip's cache) was built for another torch; building against torch $TORCH_FULL with --no-cache-dir"
+      build_mmcv "$WHEELS.partial" --no-cache-dir
+      ops_load "$WHEELS.partial"
+    fi
+    rm -rf "$WHEELS" && mv "$WHEELS.partial" "$WHEELS"
   else
     log "mmcv 2.1.0 built against torch $TORCH_FULL: $WHEELS"
   fi
