@@ -6,7 +6,7 @@ _base_ = '../xcit/xcit-s12-p16_precond_8xb128_in1k.py'
 
 data_root = 'data/shapes_imagenet32/'
 model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=64, depth=4, num_heads=4), patch_size=8),
+    backbone=dict(embed_dims=64, depth=4, num_heads=4, tokens_norm=False, patch_size=8),
     head=dict(num_classes=3, in_channels=64),
     train_cfg=dict(_delete_=True))  # no Mixup / CutMix on a toy dataset
 data_preprocessor = dict(num_classes=3)

@@ -16,7 +16,12 @@ class UserError(Exception):
 
 
 def exits_cleanly(main):
-    """Run ``main``; report a :class:`UserError`-like failure as one line and exit 2."""
+    """Run ``main``; report a :class:`UserError`-like failure as one line and exit 2.
+
+    Those are: :class:`UserError`, a checkpoint that cannot be read, a bad conditioning
+    entry, a broken stack, and a bad backbone argument or unreachable pretrained URL
+    (:class:`mmcondattn.models.backbones.utils.BackboneConfigError`, raised while the
+    runner builds or initialises the model)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -27,8 +32,22 @@ def exits_cleanly(main):
         except (UserError, CheckpointError, ConditioningConfigError, StackError) as e:
             print(f'error: {e}', file=sys.stderr)
             sys.exit(2)
+        except ValueError as e:
+            if not _is_backbone_config_error(e):
+                raise
+            print(f'error: {e}', file=sys.stderr)
+            sys.exit(2)
 
     return wrapper
+
+
+def _is_backbone_config_error(e: BaseException) -> bool:
+    # imported only when needed: the backbones import mmdet and mmpretrain
+    try:
+        from mmcondattn.models.backbones.utils import BackboneConfigError
+    except ImportError:
+        return False
+    return isinstance(e, BackboneConfigError)
 
 
 def load_config(path, cfg_options=None):

@@ -1,8 +1,16 @@
 """Pieces shared by every conditioned backbone.
 
-- :class:`ReturnsSelfOnTrain`: ``train()`` / ``eval()`` return the module (the stock
-  mmpretrain / mmdet backbones return None, which breaks ``model = build(cfg).eval()``).
-- :func:`check_arch`: one clear error for an unknown ``arch`` (lists the valid ones).
+- :class:`DropInBackbone`: the mixin (put before the stock backbone class) that keeps a
+  conditioned backbone a drop-in for the stock one: ``train()`` / ``eval()`` return the
+  module (the stock mmpretrain / mmdet backbones return None, which breaks
+  ``model = build(cfg).eval()``), and a pretrained checkpoint URL that cannot be downloaded
+  is one clear error (:func:`explain_download_errors`).
+- :class:`BackboneConfigError`: a bad backbone argument; the message names it and the valid
+  values (``tools/train.py`` / ``tools/test.py`` print it as one line).
+- :func:`check_arch`, :func:`resolve_arch`: ``arch`` presets next to the stock classes' own
+  spelling (``embed_dims``, ``depths``, ...), with one error when both are given and differ;
+  :func:`check_kwargs`: unknown arguments named with the valid ones; :func:`pop_fixed`:
+  stock arguments a detection form supports with one value only.
 - :class:`PatchTokenConditioning` and :func:`attach_conditioning`: the conditioning of a
   stock backbone: its attention modules are swapped for the conditioned ones and the
   token conditioner is put on the patch tokens, without touching the stock ``forward``.
@@ -10,7 +18,9 @@
 - :func:`register_classification_key_filter`: lets a detection form load a classifier
   checkpoint of the same arch (drops the keys only the classifier has).
 """
-from typing import Iterable, Mapping, Union
+import inspect
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -23,42 +33,145 @@ from mmcondattn.converters.classifier_to_detector import drop_classification_key
 from ..attention import condition_attention_modules
 
 __all__ = [
-    'ReturnsSelfOnTrain', 'check_arch', 'PatchTokenConditioning', 'attach_conditioning',
+    'BackboneConfigError', 'DropInBackbone', 'check_arch', 'resolve_arch', 'check_kwargs',
+    'pop_fixed', 'explain_download_errors', 'PatchTokenConditioning', 'attach_conditioning',
     'pad_to_multiple', 'register_classification_key_filter'
 ]
 
+# what a config gives to train from scratch instead of the pretrained weights
+NO_PRETRAINED_OVERRIDE = '--cfg-options model.backbone.init_cfg=None'
 
-class ReturnsSelfOnTrain:
+
+class BackboneConfigError(ValueError):
+    """A bad backbone argument (or pretrained checkpoint); the message names it and what
+    is valid."""
+
+
+@contextmanager
+def explain_download_errors(backbone: nn.Module):
+    """Turn a failed download of ``backbone.init_cfg``'s checkpoint URL into one
+    :class:`BackboneConfigError` naming the URL and the override that trains from scratch."""
+    cfgs = backbone.init_cfg if isinstance(backbone.init_cfg, list) else [backbone.init_cfg]
+    urls = [c.get('checkpoint') for c in cfgs
+            if isinstance(c, Mapping) and c.get('type') == 'Pretrained']
+    urls = [u for u in urls if isinstance(u, str) and u.startswith(('http://', 'https://'))]
+    try:
+        yield
+    except OSError as e:  # urllib's URLError / HTTPError, socket errors
+        if not urls:
+            raise
+        why = str(getattr(e, 'reason', None) or e).splitlines()[0]
+        raise BackboneConfigError(
+            f'{type(backbone).__name__}: cannot download the pretrained weights {urls[0]} '
+            f'({why}). Download the file where the network allows and set '
+            f'model.backbone.init_cfg.checkpoint=<local path>, or train from scratch with '
+            f'{NO_PRETRAINED_OVERRIDE}') from None
+
+
+class DropInBackbone:
     """Mixin (put before the stock backbone class): ``train`` returns ``self`` like
-    ``nn.Module.train`` does."""
+    ``nn.Module.train`` does; ``init_weights`` explains an unreachable checkpoint URL."""
 
     def train(self, mode: bool = True):
         super().train(mode)
         return self
 
+    def init_weights(self):
+        with explain_download_errors(self):
+            super().init_weights()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal up to list / tuple spelling (``depths=[2, 2]`` is ``(2, 2)``)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
 
 def check_arch(arch: Union[str, dict], zoo: Mapping[str, dict], required: Iterable[str],
-               owner: str) -> dict:
+               owner: str, given: Optional[Mapping[str, Any]] = None) -> dict:
     """Return the hyper-parameters of ``arch`` (a preset name of ``zoo`` or a custom dict).
 
+    ``given``: explicit values that complete a custom dict (see :func:`resolve_arch`).
+
     Raises:
-        ValueError: unknown preset name (the message lists the valid ones) or a custom
-            dict that lacks a required key.
+        BackboneConfigError: unknown preset name (the message lists the valid ones), a
+            custom dict that lacks a required key, or an ``arch`` of another type.
     """
     required = sorted(required)
     if isinstance(arch, str):
         if arch.lower() not in zoo:
-            raise ValueError(f'{owner}: unknown arch {arch!r}; valid archs: '
-                             f'{sorted(zoo)}, or a dict with keys {required}')
+            raise BackboneConfigError(f'{owner}: unknown arch {arch!r}; valid archs: '
+                                      f'{sorted(zoo)}, or a dict with keys {required}')
         return dict(zoo[arch.lower()])
     if isinstance(arch, Mapping):
-        missing = [k for k in required if k not in arch]
+        missing = [k for k in required if k not in arch and k not in (given or {})]
         if missing:
-            raise ValueError(f'{owner}: custom arch dict lacks {missing}; it needs the keys '
-                             f'{required}')
+            raise BackboneConfigError(f'{owner}: custom arch dict lacks {missing}; it needs '
+                                      f'the keys {required}')
         return dict(arch)
-    raise TypeError(f'{owner}: arch must be a preset name ({sorted(zoo)}) or a dict, '
-                    f'got {type(arch).__name__}')
+    raise BackboneConfigError(f'{owner}: arch must be a preset name ({sorted(zoo)}) or a '
+                              f'dict, got {type(arch).__name__}')
+
+
+def resolve_arch(owner: str, arch: Union[None, str, dict], zoo: Mapping[str, dict],
+                 kwargs: MutableMapping[str, Any], keys: Sequence[str],
+                 required: Iterable[str]) -> Dict[str, Any]:
+    """The architecture settings from ``arch`` and the stock spelling of the same values.
+
+    Takes (pops) ``keys`` (the stock class's own architecture arguments: ``embed_dims``,
+    ``depth``, ...) out of ``kwargs``. With ``arch=None`` the result is what was given
+    (the stock class fills in its defaults for the rest), so the stock arguments alone
+    build exactly the stock backbone; with a preset or dict, its values plus the given
+    ones.
+
+    Raises:
+        BackboneConfigError: ``arch`` and an explicit value disagree (the message names
+            both), or :func:`check_arch`'s errors.
+    """
+    given = {k: kwargs.pop(k) for k in keys if k in kwargs}
+    if arch is None:
+        return given
+    settings = check_arch(arch, zoo, required, owner, given)
+    clash = [k for k in given if k in settings and not _same(settings[k], given[k])]
+    if clash:
+        says = ', '.join(f'{k}={settings[k]!r}' for k in clash)
+        got = ', '.join(f'{k}={given[k]!r}' for k in clash)
+        raise BackboneConfigError(
+            f'{owner}: arch={arch!r} means {says}, but {got} was given; give either arch or '
+            f'the explicit values, or make them agree')
+    settings.update(given)
+    return settings
+
+
+def check_kwargs(owner: str, stock: type, kwargs: Mapping[str, Any],
+                 own: Iterable[str] = ()) -> None:
+    """Raise :class:`BackboneConfigError` for arguments neither ``stock.__init__`` nor the
+    conditioned class (``own``) takes, listing the valid ones."""
+    params = inspect.signature(stock.__init__).parameters.values()
+    valid = {p.name for p in params if p.name != 'self'
+             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} | set(own)
+    bad = sorted(k for k in kwargs if k not in valid)
+    if bad:
+        raise BackboneConfigError(f'{owner}: unknown argument(s) {bad}; valid arguments: '
+                                  f'{sorted(valid)}')
+
+
+def pop_fixed(owner: str, kwargs: MutableMapping[str, Any],
+              fixed: Mapping[str, Any]) -> Dict[str, Any]:
+    """Take the stock arguments in ``fixed`` out of ``kwargs``; each may be given, but only
+    with the one value this (detection) form supports.
+
+    Returns:
+        ``fixed`` as a dict, for the stock constructor.
+    """
+    for key, value in fixed.items():
+        if key in kwargs:
+            got = kwargs.pop(key)
+            if not _same(got, value):
+                raise BackboneConfigError(f'{owner}: {key}={got!r} is not supported; this form '
+                                          f'needs {key}={value!r} (or leave {key} out)')
+    return dict(fixed)
 
 
 class PatchTokenConditioning(nn.Module):

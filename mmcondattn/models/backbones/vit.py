@@ -17,7 +17,8 @@ from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from .pyramid import SimplePyramid
-from .utils import (ReturnsSelfOnTrain, attach_conditioning, check_arch, pad_to_multiple,
+from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_arch,
+                    check_kwargs, pad_to_multiple, pop_fixed,
                     register_classification_key_filter)
 
 __all__ = ['ConditionedViT', 'ConditionedViTDet']
@@ -26,7 +27,7 @@ VIT_REQUIRED = ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels')
 
 
 @PRETRAIN_MODELS.register_module()
-class ConditionedViT(ReturnsSelfOnTrain, VisionTransformer):
+class ConditionedViT(DropInBackbone, VisionTransformer):
     """ViT / DeiT classifier backbone with conditioning (mmpretrain ``MODELS``).
 
     Args:
@@ -41,14 +42,16 @@ class ConditionedViT(ReturnsSelfOnTrain, VisionTransformer):
     """
 
     def __init__(self, arch='base', conditioning: Optional[dict] = None, **kwargs):
-        check_arch(arch, self.arch_zoo, VIT_REQUIRED, type(self).__name__)
+        owner = type(self).__name__
+        check_arch(arch, self.arch_zoo, VIT_REQUIRED, owner)
+        check_kwargs(owner, VisionTransformer, kwargs)
         super().__init__(arch=arch, **kwargs)
         attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos,
                             self.num_extra_tokens)
 
 
 @DET_MODELS.register_module(name='ConditionedViT')
-class ConditionedViTDet(ReturnsSelfOnTrain, VisionTransformer):
+class ConditionedViTDet(DropInBackbone, VisionTransformer):
     """ViT / DeiT detection backbone with conditioning (mmdet ``MODELS``, name
     ``ConditionedViT``).
 
@@ -62,6 +65,8 @@ class ConditionedViTDet(ReturnsSelfOnTrain, VisionTransformer):
         conditioning (dict, optional): as :class:`ConditionedViT`. Defaults to None.
         **kwargs: other arguments of mmpretrain's ``VisionTransformer`` (``img_size``: the
             size the position embedding is stored for, resized on the fly; default 224).
+            ``with_cls_token`` and ``out_type`` may be given, with the only values this
+            form supports: False and 'featmap'.
 
     Shapes:
         (B, 3, H, W) -> 4 maps (B, C, H'/s, W'/s), s = 4, 8, 16, 32, C = embed dims, where
@@ -80,9 +85,12 @@ class ConditionedViTDet(ReturnsSelfOnTrain, VisionTransformer):
         check_arch(arch, self.arch_zoo, VIT_REQUIRED, owner)
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         if len(out_indices) not in (1, 4):
-            raise ValueError(f'{owner}: out_indices must name 1 or 4 blocks, got {out_indices}')
-        super().__init__(arch=arch, patch_size=patch_size, out_indices=out_indices,
-                         with_cls_token=False, out_type='featmap', **kwargs)
+            raise BackboneConfigError(f'{owner}: out_indices must name 1 or 4 blocks, got '
+                                      f'{out_indices}')
+        fixed = pop_fixed(owner, kwargs, dict(with_cls_token=False, out_type='featmap'))
+        check_kwargs(owner, VisionTransformer, kwargs)
+        super().__init__(arch=arch, patch_size=patch_size, out_indices=out_indices, **fixed,
+                         **kwargs)
         self.pyramid = SimplePyramid(self.embed_dims, patch_size, pyramid_norm_cfg)
         register_classification_key_filter(self, 'vit')
         attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos,

@@ -11,6 +11,7 @@ Two forms, one name (``ConditionedXCiT``):
 
 Both keep the stock state-dict keys (spectral conditioning adds ``*.qkv.correction``).
 """
+import inspect
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -20,8 +21,9 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from .pyramid import SimplePyramid
-from .utils import (ReturnsSelfOnTrain, attach_conditioning, check_arch, pad_to_multiple,
-                    register_classification_key_filter)
+from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_kwargs,
+                    explain_download_errors, pad_to_multiple, pop_fixed,
+                    register_classification_key_filter, resolve_arch)
 
 __all__ = ['ConditionedXCiT', 'ConditionedXCiTDet']
 
@@ -44,38 +46,48 @@ XCIT_ARCHS = {
                 tokens_norm=True),
 }
 XCIT_REQUIRED = ('embed_dims', 'depth', 'num_heads')
+# the stock XCiT's own spelling of what a preset sets
+XCIT_ARCH_KEYS = XCIT_REQUIRED + ('layer_scale_init_value', 'tokens_norm')
 # the official detection configs (detection/configs/xcit/mask_rcnn_xcit_*_3x_coco.py)
 XCIT_DET_OUT_INDICES = {12: (3, 5, 7, 11), 24: (7, 11, 15, 23)}
 
 
+def _stock_default(cls: type, name: str):
+    return inspect.signature(cls.__init__).parameters[name].default
+
+
 @PRETRAIN_MODELS.register_module()
-class ConditionedXCiT(ReturnsSelfOnTrain, XCiT):
+class ConditionedXCiT(DropInBackbone, XCiT):
     """XCiT classifier backbone with conditioning (mmpretrain ``MODELS``).
 
     Args:
-        arch (str | dict): 'n12', 't12', 't24', 's12', 's24', 'm24' or 'l24' (embed dims,
-            depth, heads, layer-scale init and ``tokens_norm`` of mmpretrain's / the official
-            configs), or a dict with ``embed_dims``, ``depth``, ``num_heads`` and optionally
-            ``layer_scale_init_value``, ``tokens_norm``. Defaults to 's12'.
-        patch_size (int): 16 or 8. Defaults to 16.
+        arch (str | dict, optional): 'n12', 't12', 't24', 's12', 's24', 'm24' or 'l24'
+            (embed dims, depth, heads, layer-scale init and ``tokens_norm`` of mmpretrain's /
+            the official configs), or a dict with ``embed_dims``, ``depth``, ``num_heads``
+            and optionally ``layer_scale_init_value``, ``tokens_norm``: a shorthand for
+            the stock ``XCiT``'s own arguments of those names, which may be given instead
+            (as in mmpretrain's configs) or as well (then they must agree). Defaults to
+            None: the stock arguments and their defaults.
         conditioning (dict, optional): e.g. ``dict(precond=dict(), spectral=dict(lam=2.))``,
             see :func:`mmcondattn.conditioning.parse_conditioning`. Defaults to None (off).
             Attention: the XCA layers; tokens: the patch tokens before the class token is
             appended. The class-attention layers stay stock.
-        **kwargs: the other arguments of mmpretrain's ``XCiT`` (``out_type``,
+        **kwargs: every argument of mmpretrain's ``XCiT`` (``patch_size``, ``out_type``,
             ``out_indices``, ``drop_path_rate``, ``bn_norm_cfg``, ``init_cfg``, ...).
     """
     arch_zoo = XCIT_ARCHS
 
-    def __init__(self, arch='s12', patch_size: int = 16, conditioning: Optional[dict] = None,
-                 **kwargs):
-        settings = check_arch(arch, self.arch_zoo, XCIT_REQUIRED, type(self).__name__)
-        super().__init__(patch_size=patch_size, **settings, **kwargs)
+    def __init__(self, arch=None, conditioning: Optional[dict] = None, **kwargs):
+        owner = type(self).__name__
+        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS,
+                                XCIT_REQUIRED)
+        check_kwargs(owner, XCiT, kwargs)
+        super().__init__(**settings, **kwargs)
         attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
 
 
 @DET_MODELS.register_module(name='ConditionedXCiT')
-class ConditionedXCiTDet(ReturnsSelfOnTrain, XCiT):
+class ConditionedXCiTDet(DropInBackbone, XCiT):
     """XCiT detection backbone with conditioning (mmdet ``MODELS``, name ``ConditionedXCiT``).
 
     The official XCiT detection backbone on top of mmpretrain's XCiT blocks: patch
@@ -84,11 +96,13 @@ class ConditionedXCiTDet(ReturnsSelfOnTrain, XCiT):
     (a classifier checkpoint's keys for them are ignored on load, with a log line).
 
     Args:
-        arch (str | dict): as :class:`ConditionedXCiT`. Defaults to 's12'.
+        arch (str | dict, optional): as :class:`ConditionedXCiT` (or the stock arguments
+            ``embed_dims``, ``depth``, ``num_heads``, ...). Defaults to None.
         patch_size (int): 16 or 8. Defaults to 16.
         out_indices (Sequence[int], optional): the 4 XCA blocks whose outputs feed the
-            stride 4, 8, 16, 32 levels. Defaults to the official (3, 5, 7, 11) for depth 12
-            and (7, 11, 15, 23) for depth 24 (other depths must give them).
+            stride 4, 8, 16, 32 levels (negative ones count from the end). Defaults to the
+            official (3, 5, 7, 11) for depth 12 and (7, 11, 15, 23) for depth 24 (other
+            depths must give them).
         pyramid_norm_cfg (dict): norm inside ``pyramid.fpn1`` (patch 16). Defaults to
             ``dict(type='BN')``; distributed configs use ``dict(type='SyncBN')`` here and
             in ``bn_norm_cfg`` (patch embedding and LPI), like the official code.
@@ -96,7 +110,9 @@ class ConditionedXCiTDet(ReturnsSelfOnTrain, XCiT):
             position embeddings and the first k XCA blocks (mmdet's convention).
         conditioning (dict, optional): as :class:`ConditionedXCiT`. Defaults to None.
         **kwargs: other arguments of mmpretrain's ``XCiT`` (``drop_path_rate``,
-            ``bn_norm_cfg``, ``init_cfg``, ...).
+            ``bn_norm_cfg``, ``init_cfg``, ...). ``cls_attn_layers``, ``out_type`` and
+            ``final_norm`` may be given, with the only values this form supports: 0,
+            'featmap' and False.
 
     Shapes:
         (B, 3, H, W) -> 4 maps (B, C, H'/s, W'/s), s = 4, 8, 16, 32, C = embed dims, where
@@ -106,7 +122,7 @@ class ConditionedXCiTDet(ReturnsSelfOnTrain, XCiT):
     arch_zoo = XCIT_ARCHS
 
     def __init__(self,
-                 arch='s12',
+                 arch=None,
                  patch_size: int = 16,
                  out_indices: Optional[Sequence[int]] = None,
                  pyramid_norm_cfg: dict = dict(type='BN'),
@@ -114,21 +130,28 @@ class ConditionedXCiTDet(ReturnsSelfOnTrain, XCiT):
                  conditioning: Optional[dict] = None,
                  **kwargs):
         owner = type(self).__name__
-        settings = check_arch(arch, self.arch_zoo, XCIT_REQUIRED, owner)
-        depth = settings['depth']
+        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS,
+                                XCIT_REQUIRED)
+        depth = settings.get('depth', _stock_default(XCiT, 'depth'))
         if out_indices is None:
             if depth not in XCIT_DET_OUT_INDICES:
-                raise ValueError(f'{owner}: give out_indices (4 block indices) for depth '
-                                 f'{depth}; defaults exist for depths {list(XCIT_DET_OUT_INDICES)}')
+                raise BackboneConfigError(
+                    f'{owner}: give out_indices (4 block indices) for depth {depth}; defaults '
+                    f'exist for depths {list(XCIT_DET_OUT_INDICES)}')
             out_indices = XCIT_DET_OUT_INDICES[depth]
-        if len(out_indices) != 4 or not all(0 <= i < depth for i in out_indices):
-            raise ValueError(f'{owner}: out_indices must be 4 block indices in [0, {depth}), '
-                             f'got {tuple(out_indices)}')
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if len(out_indices) != 4 or not all(-depth <= i < depth for i in out_indices):
+            raise BackboneConfigError(f'{owner}: out_indices must be 4 block indices in '
+                                      f'[0, {depth}), got {tuple(out_indices)}')
+        out_indices = [i % depth for i in out_indices]
         if not -1 <= frozen_stages <= depth:
-            raise ValueError(f'{owner}: frozen_stages must be in [-1, {depth}], '
-                             f'got {frozen_stages}')
-        super().__init__(patch_size=patch_size, **settings, cls_attn_layers=0,
-                         out_type='featmap', out_indices=out_indices, final_norm=False,
+            raise BackboneConfigError(f'{owner}: frozen_stages must be in [-1, {depth}], '
+                                      f'got {frozen_stages}')
+        fixed = pop_fixed(owner, kwargs, dict(cls_attn_layers=0, out_type='featmap',
+                                              final_norm=False))
+        check_kwargs(owner, XCiT, kwargs)
+        super().__init__(patch_size=patch_size, **settings, **fixed, out_indices=out_indices,
                          frozen_stages=frozen_stages, **kwargs)
         del self.cls_token  # built by the stock class, unused without class attention
         self.pyramid = SimplePyramid(self.embed_dims, patch_size, pyramid_norm_cfg)
@@ -137,7 +160,8 @@ class ConditionedXCiTDet(ReturnsSelfOnTrain, XCiT):
 
     def init_weights(self):
         # the stock XCiT.init_weights also initialises the class token, absent here
-        BaseBackbone.init_weights(self)
+        with explain_download_errors(self):
+            BaseBackbone.init_weights(self)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:
