@@ -12,8 +12,13 @@ model = dict(
         drop_path_rate=0.1,
         pyramid_norm_cfg=dict(type='SyncBN'),
         conditioning=dict(),  # off; the variant configs add precond / spectral / tokens
-        # e.g. init_cfg=dict(type='Pretrained', checkpoint='vit-b_in1k.pth', prefix='backbone.')
-        init_cfg=None),
+        # ImageNet-1k DeiT-B (= ViT-B/16 trained on ImageNet-1k only; mmpretrain's model zoo,
+        # the official DeiT weights converted); the detection form drops the class token and
+        # its position. Train from scratch with --cfg-options model.backbone.init_cfg=None
+        init_cfg=dict(
+            type='Pretrained',
+            prefix='backbone.',
+            checkpoint='https://download.openmmlab.com/mmclassification/v0/deit/deit-base_3rdparty_pt-16xb64_in1k_20211124-6f40c188.pth')),  # noqa
     neck=dict(in_channels=[768, 768, 768, 768]))
 optim_wrapper = dict(
     paramwise_cfg=dict(

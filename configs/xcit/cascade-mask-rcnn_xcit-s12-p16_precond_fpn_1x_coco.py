@@ -1,3 +1,6 @@
 # cascade-mask-rcnn_xcit-s12-p16_fpn_1x_coco with preconditioned attention.
+# Its backbone starts from the baseline's public ImageNet-1k weights, which were trained
+# without conditioning (conditioning changes the function of the same weights): for a
+# conditioned ImageNet start see docs/get_started.md#pretrain-on-imagenet-then-fine-tune-on-coco
 _base_ = './cascade-mask-rcnn_xcit-s12-p16_fpn_1x_coco.py'
 model = dict(backbone=dict(conditioning=dict(precond=dict())))

@@ -12,9 +12,15 @@ xcit_backbone = dict(
     bn_norm_cfg=dict(type='SyncBN'),  # patch embedding and LPI; one CPU process gets BN
     pyramid_norm_cfg=dict(type='SyncBN'),  # the stride-4 adapter (fpn1)
     conditioning=dict(),  # off; the variant configs add precond / spectral / tokens
-    # ImageNet init from a (converted) classifier checkpoint, e.g.
-    # init_cfg=dict(type='Pretrained', checkpoint='xcit-s12-p16_in1k.pth', prefix='backbone.')
-    init_cfg=None)
+    # ImageNet-1k XCiT-S12/16 of mmpretrain's model zoo: the official weights the official
+    # detection recipe starts from (xcit_small_12_p16_384_dist.pth: distilled, 384 px),
+    # converted; the detection form drops the classifier-only keys (class token, class
+    # attention, final norm, head).
+    # Train from scratch with --cfg-options model.backbone.init_cfg=None
+    init_cfg=dict(
+        type='Pretrained',
+        prefix='backbone.',
+        checkpoint='https://download.openmmlab.com/mmclassification/v0/xcit/xcit-small-12-p16_3rdparty-dist_in1k-384px_20230213-ba36c982.pth'))  # noqa
 
 # AdamW lr 1e-4 / weight decay 0.05 come from the stock config; no decay on these:
 xcit_paramwise_cfg = dict(
