@@ -63,7 +63,8 @@ def test_config_builds_and_runs_forward(path):
             results = model(**data, mode='predict')
             assert len(results) == 1 and 'bboxes' in results[0].pred_instances
         else:
-            out = model(torch.randn(1, 3, 224, 224), mode='tensor')  # the size the configs train at
+            channels = cfg.model.backbone.get('in_channels', 3)  # 1: the grey Fashion-MNIST ones
+            out = model(torch.randn(1, channels, 224, 224), mode='tensor')  # the size the configs train at
             assert out.shape == (1, cfg.model.head.num_classes) and torch.isfinite(out).all()
 
 

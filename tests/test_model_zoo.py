@@ -19,7 +19,7 @@ CONFIGS = sorted(osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs
 # data_root of a config -> its metafile "Training Data"
 TRAINING_DATA = {'data/coco/': 'COCO', 'data/imagenet': 'ImageNet-1k',
                  'data/shapes_coco/': 'shapes_coco', 'data/shapes_imagenet/': 'shapes_imagenet',
-                 'data/shapes_imagenet32/': 'shapes_imagenet32'}
+                 'data/shapes_imagenet32/': 'shapes_imagenet32', 'data/fashion_mnist/': 'Fashion-MNIST'}
 GENERATED = ('shapes_coco', 'shapes_imagenet', 'shapes_imagenet32')
 TASK_OF = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation',
            'Top 1 Accuracy': 'Image Classification'}
@@ -90,9 +90,10 @@ def test_metadata_matches_each_config():
         else:
             assert entry['Metadata']['Epochs'] == cfg.train_cfg.max_epochs, m['Name']
         ds = cfg.train_dataloader.dataset
-        while 'data_root' not in ds and 'dataset' in ds:
+        while 'data_root' not in ds and 'data_prefix' not in ds and 'dataset' in ds:
             ds = ds.dataset
-        assert entry['Metadata']['Training Data'] == TRAINING_DATA[ds.data_root], m['Name']
+        root = ds.get('data_root') or ds.data_prefix  # MNIST-style: the files' folder as prefix
+        assert entry['Metadata']['Training Data'] == TRAINING_DATA[root], m['Name']
 
 
 def test_only_numbers_measured_here_are_recorded():
