@@ -6,6 +6,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from conftest import load_tool, run_tool
+from test_fashion_mnist import write_fixture
 
 TOOL = 'tools/analysis_tools/conditioning_study.py'
 
@@ -14,6 +15,7 @@ def _study_module():
     return load_tool(TOOL)
 
 
+@pytest.mark.slow
 def test_study_trains_reports_and_reuses_runs(tmp_path):
     args = [TOOL, '--out-dir', str(tmp_path / 'study'), '--tasks', 'cls', '--families', 'xcit',
             '--methods', 'baseline', 'precond', '--seeds', '0', '1', '--cls-epochs', '2',
@@ -27,7 +29,8 @@ def test_study_trains_reports_and_reuses_runs(tmp_path):
         assert [e for e, _ in x['curve']] == [1, 2]
         assert all(0 <= v <= 100 for _, v in x['curve'])
         assert len(x['kappa']['layers']) == 4  # the tiny XCiT's 4 XCA layers
-        assert all(k >= 1 for layer in x['kappa']['layers'] for k in layer.values())
+        assert all(v >= 1 for layer in x['kappa']['layers'] for k, v in layer.items()
+                   if k.startswith('kappa'))
     report = (tmp_path / 'study/study.md').read_text()
     rows = [line for line in report.splitlines() if line.startswith('| cls |')]
     assert [row.split('|')[3].strip() for row in rows] == ['baseline', 'precond']
@@ -72,4 +75,62 @@ def test_unknown_method_is_one_line(tmp_path):
     r = run_tool([TOOL, '--methods', 'baseline', 'precnd'], cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == ("error: unknown method 'precnd'; valid: baseline, precond, "
-                                "spectral, spectral_lam1, tokens, all")
+                                "spectral, spectral_lam1, tokens, all, spectral_lam<λ> (e.g. "
+                                "spectral_lam0.5)")
+
+
+@pytest.mark.slow
+def test_fmnist_sweep_best_lambda_seeds_report_and_claims(tmp_path):
+    """The real-data task on a tiny Fashion-MNIST fixture: the λ sweep runs first (first
+    seed), spectral's other seeds use the best λ, κ over training comes from the
+    ConditionMonitorHook logs, the report and the claims go between their markers."""
+    write_fixture(tmp_path / 'fm', dict(train=48, test=40, side=28), gz=False)
+    page = tmp_path / 'docs/study.md'
+    page.parent.mkdir()
+    page.write_text('Top.\n<!-- study-fmnist:begin -->\n<!-- study-fmnist:end -->\nMiddle.\n'
+                    '<!-- claims-fmnist:begin -->\n<!-- claims-fmnist:end -->\nEnd.\n')
+    args = [TOOL, '--out-dir', str(tmp_path / 'study'), '--tasks', 'fmnist', '--families', 'vit',
+            '--methods', 'baseline', 'spectral', '--seeds', '0', '1', '--lams', '1', '5',
+            '--fmnist-epochs', '2', '--fmnist-train', '32', '--fmnist-root', str(tmp_path / 'fm'),
+            '--claims', '--docs', str(page)]
+    r = run_tool(args, cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    records = json.load(open(tmp_path / 'study/results.json'))
+    sweep = {x['method']: x for x in records if x['method'].startswith('spectral_lam')
+             and x['seed'] == 0}
+    assert sorted(sweep) == ['spectral_lam1', 'spectral_lam5']
+    finals = {m: x['curve'][-1][1] for m, x in sweep.items()}
+    best = min(sweep, key=lambda m: (-finals[m], float(m[len('spectral_lam'):])))
+    # spectral's second seed is a run of the best λ, in the sweep run's folder
+    assert {(x['method'], x['seed']) for x in records} == {
+        ('baseline', 0), ('baseline', 1), ('spectral_lam1', 0), ('spectral_lam5', 0), (best, 1)}
+    for x in records:
+        assert x['num_train'] == 32 and x['iters_per_epoch'] == 1  # batch 32
+        assert [e for e, _ in x['curve']] == [1, 2]
+        kt = x['kappa_train']  # ConditionMonitorHook: before step 0 and after each epoch
+        assert len(kt['kappa_attn']) == 4  # the tiny ViT's 4 layers
+        assert [step for step, _ in kt['kappa_attn'][0]] == [0, 1, 2]
+        assert all(v >= 1 for layer in kt['kappa_attn'] for _, v in layer)
+        lam = x['conditioning'].get('spectral', {}).get('lam', 0.)
+        # κ(W_Q) of the effective weight W + λI: the hook sees the correction
+        if lam >= 5:
+            assert kt['kappa_wq'][0][0][1] < 3
+        assert (tmp_path / 'study' / x['checkpoint']).is_file()
+    report = (tmp_path / 'study/study_fmnist.md').read_text()
+    main = [ln for ln in report.splitlines() if ln.startswith('| vit |')]
+    assert main[0].split('|')[2].strip() == 'baseline'
+    assert main[1].split('|')[2].strip() == f'spectral λ*={best[len("spectral_lam"):]}'
+    assert main[1].split('|')[3].strip() == '0, 1'
+    assert any(ln.startswith('| vit | 5') for ln in main) and '(λ*)' in report
+    for name in ('curves_fmnist_vit.png', 'kappa_train_fmnist_vit.png', 'kappa_fmnist_vit.png',
+                 'sweep_fmnist.png', 'claim_spectral.png'):
+        img = mpimg.imread(tmp_path / 'study' / name)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert (tmp_path / 'docs/study' / name).is_file()
+    text = page.read_text()
+    assert text.startswith('Top.\n<!-- study-fmnist:begin -->\nCommand:')
+    assert '\nMiddle.\n<!-- claims-fmnist:begin -->\n**spectral**' in text
+    assert text.endswith('<!-- claims-fmnist:end -->\nEnd.\n')
+    claims = (tmp_path / 'study/claims_fmnist.md').read_text()
+    assert 'tools/analysis_tools/conditioning.py' in claims and '| vit | 0 | κ(W_Q) |' in claims
+    assert '**tokens**' not in claims  # no tokens run: that claim is left out

@@ -319,19 +319,12 @@ def run_layers(args):
 def read_logs(work_dir):
     """``{key: [(step, value), ...]}`` of every ``cond/*`` key the hook logged in
     ``work_dir/*/vis_data/scalars.json`` (all runs there, later runs win at equal steps)."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    series = {}
-    for path in files:
-        with open(path) as f:
-            for line in f:
-                rec = json.loads(line)
-                for key, val in rec.items():
-                    if key.startswith('cond/'):
-                        series.setdefault(key, {})[rec['step']] = val
+    from mmcondattn.engine.logs import read_scalars, scalars_files
+    series = read_scalars(work_dir, lambda key: key.startswith('cond/'))
     if not series:
         raise UserError(
             f'no ConditionMonitorHook records in {work_dir}/*/vis_data/scalars.json '
-            f'({len(files)} log files); train with custom_hooks=[dict(type='
+            f'({len(scalars_files(work_dir))} log files); train with custom_hooks=[dict(type='
             "'ConditionMonitorHook', interval=50)]")
     return {k: sorted(v.items()) for k, v in series.items()}
 

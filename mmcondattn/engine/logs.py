@@ -1,0 +1,31 @@
+"""Reading what a run logged: mmengine's ``LocalVisBackend`` writes one JSON object per line
+to ``WORK_DIR/<timestamp>/vis_data/scalars.json`` (validation metrics with ``step`` = epoch,
+training and :class:`~mmcondattn.engine.ConditionMonitorHook` scalars with ``step`` =
+iteration). One reader for every tool that needs them."""
+import glob
+import json
+import os.path as osp
+from typing import Callable, Dict, List, Optional
+
+__all__ = ['scalars_files', 'read_scalars']
+
+
+def scalars_files(work_dir: str) -> List[str]:
+    """The ``scalars.json`` of every run (timestamped folder) in ``work_dir``, oldest first."""
+    return sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+
+
+def read_scalars(work_dir: str,
+                 select: Optional[Callable[[str], bool]] = None) -> Dict[str, Dict[int, float]]:
+    """``{key: {step: value}}`` of every scalar (``select(key)`` true, if given) logged in
+    ``work_dir``'s runs; where two runs (a resumed one) log a key at the same step, the later
+    run wins."""
+    series: Dict[str, Dict[int, float]] = {}
+    for path in scalars_files(work_dir):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                for key, val in rec.items():
+                    if key != 'step' and (select is None or select(key)):
+                        series.setdefault(key, {})[rec['step']] = val
+    return series
