@@ -39,7 +39,10 @@ def mmengine_checkpoint_globals():
     numpy scalars in ``runtime_info``.
     """
     from mmengine.logging.history_buffer import HistoryBuffer
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    if int(np.__version__.split('.')[0]) >= 2:
+        from numpy._core import multiarray
+    else:  # numpy 1.x (its numpy._core is only a stub)
+        from numpy.core import multiarray
     globs = [HistoryBuffer, getattr, bytes, np.ndarray, np.dtype, multiarray._reconstruct,
              multiarray.scalar]
     # numpy >= 1.25 pickles dtypes as instances of their own classes (np.dtypes.*DType).

@@ -53,12 +53,19 @@ def _numpy_aliases(name: str):
             yield new + name[len(old):]
 
 
+class _Opcodes(dict):
+    """Opcode -> handler; an unknown opcode is an UnpicklingError, as in C pickle."""
+
+    def __missing__(self, key):
+        raise pickle.UnpicklingError(f'invalid load key, {bytes([key])!r}.')
+
+
 class _AllowListUnpickler(pickle._Unpickler):
     """Pure-Python unpickler that enforces :attr:`allowed` (see the module docstring)."""
 
     allowed: dict = {}  # full name -> object; set per load by allowlist_pickle_module
     allowed_ids: frozenset = frozenset()  # ids of those objects (the dict keeps them alive)
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch = _Opcodes(pickle._Unpickler.dispatch)
 
     def find_class(self, module, name):
         if self.proto < 3 and self.fix_imports:  # Python 2 names, as pickle itself maps them
