@@ -197,3 +197,21 @@ def test_unknown_arch_lists_the_valid_ones_instead_of_a_bare_assertion(ours_cls,
         stock_cls(arch='unknown')
     with pytest.raises(BackboneConfigError, match=r"unknown arch 'unknown'; valid archs: \["):
         ours_cls(arch='unknown')
+
+
+@pytest.mark.parametrize('args', [dict(pretrain_img_size=(224, 224, 224)),
+                                  dict(pretrained='a.pth', init_cfg=dict(type='Pretrained',
+                                                                         checkpoint='b.pth')),
+                                  dict(pretrained=123)])
+def test_mmdet_swin_argument_checks_are_the_stock_ones(args):
+    """mmdet's test_swin: the same arguments are refused the same way."""
+    with pytest.raises(Exception) as want:
+        DetSwin(**DSWIN, **args)
+    with pytest.raises(type(want.value)):
+        ConditionedSwinDet(**DSWIN, **args)
+
+
+def test_mmdet_swin_deprecated_pretrained_is_handled_as_in_the_stock_class():
+    with pytest.warns(UserWarning, match='pretrained'):  # deprecated, as the stock one warns
+        ours = ConditionedSwinDet(**DSWIN, pretrained='a.pth')
+    assert ours.init_cfg == DetSwin(**DSWIN, pretrained='a.pth').init_cfg
