@@ -281,3 +281,23 @@ def test_unreachable_checkpoint_url_is_one_line_through_train(coco_workspace, tm
                           capsys)
     assert code == 2 and len(err) == 1, err
     assert UNREACHABLE in err[0] and 'model.backbone.init_cfg=None' in err[0]
+
+
+class Payload:
+    """A pickled object: what a checkpoint must not be able to smuggle in."""
+
+
+def test_checkpoint_urls_load_with_weights_only(tmp_path, monkeypatch):
+    """The file of a URL is loaded like a local checkpoint (``weights_only=True``): one that
+    pickles an object is refused, where mmengine's URL loader would unpickle it."""
+    from mmcondattn.compat import CheckpointError
+    url = 'https://download.example.org/in1k/xcit_payload.pth'
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
+    torch.save({'state_dict': {}, 'payload': Payload()},
+               str(tmp_path / 'hub' / 'checkpoints' / 'xcit_payload.pth'))
+    model = build('mmdet', dict(DET['xcit'], init_cfg=dict(type='Pretrained', checkpoint=url,
+                                                           prefix='backbone.')))
+    with pytest.raises(CheckpointError, match='refused to load .*Payload'):
+        model.init_weights()
+    assert model.init_cfg['checkpoint'] == url  # the config's value is given back

@@ -19,7 +19,7 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from mmcondattn.conditioning import recompute_corrections
 from .utils import (DropInBackbone, attach_conditioning, check_arch, check_kwargs,
-                    explain_download_errors, resolve_arch)
+                    local_pretrained, resolve_arch)
 
 __all__ = ['ConditionedSwin', 'ConditionedSwinDet', 'upgrade_legacy_swin_keys']
 
@@ -106,7 +106,7 @@ class ConditionedSwinDet(DropInBackbone, DetSwinTransformer):
 
     def init_weights(self):
         cfg = self.init_cfg
-        with explain_download_errors(self):
+        with local_pretrained(self):
             if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' and \
                     not self.convert_weights:
                 BaseModule.init_weights(self)  # honours `prefix`, reports key mismatches

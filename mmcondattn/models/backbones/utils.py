@@ -3,8 +3,9 @@
 - :class:`DropInBackbone`: the mixin (put before the stock backbone class) that keeps a
   conditioned backbone a drop-in for the stock one: ``train()`` / ``eval()`` return the
   module (the stock mmpretrain / mmdet backbones return None, which breaks
-  ``model = build(cfg).eval()``), and a pretrained checkpoint URL that cannot be downloaded
-  is one clear error (:func:`explain_download_errors`).
+  ``model = build(cfg).eval()``), and a pretrained checkpoint URL is fetched into torch's
+  hub cache and loaded as a local file (``weights_only``), a failed download being one clear
+  error (:func:`local_pretrained`).
 - :class:`BackboneConfigError`: a bad backbone argument; the message names it and the valid
   values (``tools/train.py`` / ``tools/test.py`` print it as one line).
 - :func:`check_arch`, :func:`resolve_arch`: ``arch`` presets next to the stock classes' own
@@ -18,13 +19,18 @@
 - :func:`register_classification_key_filter`: lets a detection form load a classifier
   checkpoint of the same arch (drops the keys only the classifier has).
 """
+import copy
 import inspect
+import os
+import os.path as osp
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Sequence, Union
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
 
 from mmcondattn.conditioning import (ConditioningConfig, TokenConditioner,
@@ -34,7 +40,7 @@ from ..attention import condition_attention_modules
 
 __all__ = [
     'BackboneConfigError', 'DropInBackbone', 'check_arch', 'resolve_arch', 'check_kwargs',
-    'pop_fixed', 'explain_download_errors', 'PatchTokenConditioning', 'attach_conditioning',
+    'pop_fixed', 'local_pretrained', 'PatchTokenConditioning', 'attach_conditioning',
     'pad_to_multiple', 'register_classification_key_filter'
 ]
 
@@ -48,36 +54,58 @@ class BackboneConfigError(ValueError):
 
 
 @contextmanager
-def explain_download_errors(backbone: nn.Module):
-    """Turn a failed download of ``backbone.init_cfg``'s checkpoint URL into one
-    :class:`BackboneConfigError` naming the URL and the override that trains from scratch."""
-    cfgs = backbone.init_cfg if isinstance(backbone.init_cfg, list) else [backbone.init_cfg]
-    urls = [c.get('checkpoint') for c in cfgs
-            if isinstance(c, Mapping) and c.get('type') == 'Pretrained']
-    urls = [u for u in urls if isinstance(u, str) and u.startswith(('http://', 'https://'))]
-    try:
+def local_pretrained(backbone: nn.Module):
+    """While initialising ``backbone``: a checkpoint URL in its ``init_cfg`` (``Pretrained``)
+    is downloaded into torch's hub cache (``$TORCH_HOME/hub/checkpoints/<file name>``; once,
+    by rank 0 first) and ``init_cfg`` points at that file, so it loads like any local
+    checkpoint: through :func:`mmcondattn.compat.load_checkpoint_file`, with
+    ``weights_only=True`` (mmengine's own URL loader unpickles anything). A download that
+    fails is one :class:`BackboneConfigError` naming the URL and the override that trains
+    from scratch."""
+    cfg = backbone.init_cfg
+    url = cfg.get('checkpoint') if isinstance(cfg, Mapping) and \
+        cfg.get('type') == 'Pretrained' else None
+    if not (isinstance(url, str) and url.startswith(('http://', 'https://'))):
         yield
+        return
+    path = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+    rank, world_size = get_dist_info()
+    try:
+        for turn in (0, 1):  # rank 0 downloads, then the others find the file
+            if (rank == 0) == (turn == 0) and not osp.isfile(path):
+                os.makedirs(osp.dirname(path), exist_ok=True)
+                print_log(f'{type(backbone).__name__}: downloading {url} to {path}',
+                          logger='current')
+                torch.hub.download_url_to_file(url, path, progress=False)
+            if world_size > 1 and turn == 0:
+                barrier()
     except OSError as e:  # urllib's URLError / HTTPError, socket errors
-        if not urls:
-            raise
         why = str(getattr(e, 'reason', None) or e).splitlines()[0]
         raise BackboneConfigError(
-            f'{type(backbone).__name__}: cannot download the pretrained weights {urls[0]} '
+            f'{type(backbone).__name__}: cannot download the pretrained weights {url} '
             f'({why}). Download the file where the network allows and set '
-            f'model.backbone.init_cfg.checkpoint=<local path>, or train from scratch with '
-            f'{NO_PRETRAINED_OVERRIDE}') from None
+            f'model.backbone.init_cfg.checkpoint=<local path> (or put it at {path}), or '
+            f'train from scratch with {NO_PRETRAINED_OVERRIDE}') from None
+    local = copy.deepcopy(cfg)
+    local['checkpoint'] = path
+    backbone.init_cfg = local
+    try:
+        yield
+    finally:
+        backbone.init_cfg = cfg
 
 
 class DropInBackbone:
     """Mixin (put before the stock backbone class): ``train`` returns ``self`` like
-    ``nn.Module.train`` does; ``init_weights`` explains an unreachable checkpoint URL."""
+    ``nn.Module.train`` does; ``init_weights`` loads a checkpoint URL through
+    :func:`local_pretrained`."""
 
     def train(self, mode: bool = True):
         super().train(mode)
         return self
 
     def init_weights(self):
-        with explain_download_errors(self):
+        with local_pretrained(self):
             super().init_weights()
 
 

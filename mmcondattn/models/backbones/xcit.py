@@ -22,7 +22,7 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from .pyramid import SimplePyramid
 from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_kwargs,
-                    explain_download_errors, pad_to_multiple, pop_fixed,
+                    local_pretrained, pad_to_multiple, pop_fixed,
                     register_classification_key_filter, resolve_arch)
 
 __all__ = ['ConditionedXCiT', 'ConditionedXCiTDet']
@@ -160,7 +160,7 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
 
     def init_weights(self):
         # the stock XCiT.init_weights also initialises the class token, absent here
-        with explain_download_errors(self):
+        with local_pretrained(self):
             BaseBackbone.init_weights(self)
 
     def _freeze_stages(self):
