@@ -6,9 +6,9 @@ nothing else.
 - every such backbone builds with all three methods on (on the meta device: shapes only, so
   giant models cost nothing);
 - with conditioning off it equals the stock backbone on the same weights, output on a small
-  image, for one config per package, family and size (embed dims): the smallest configs in
-  full, the large ones with the stock weights shared into ours (no second copy), giant ones
-  (more than ``EQUAL_MAX_PARAMS``) by their state-dict layout only.
+  image, for one config per package, family and size class (width and number of attention
+  layers: T / S / B / L ...), the stock weights shared into ours (no second copy); giant
+  ones (more than ``EQUAL_MAX_PARAMS``) by their state-dict layout only.
 
 Backbone classes that derive from those three but are other models are not wrapped by this
 package; :data:`NOT_WRAPPED` lists them with the reason, and the walk checks the list.
@@ -243,7 +243,8 @@ def test_every_stock_config_swaps_by_type(scope, family):
                 model = _build(scope, _swap(cfg, ALL_ON))
             assert type(model).__name__.startswith('Conditioned')
             assert model.conditioning.enabled and model.num_conditioned_attention > 0
-            key = getattr(model, 'embed_dims', None) or model.num_features[0]  # mmdet's Swin
+            width = getattr(model, 'embed_dims', None) or model.num_features[0]  # mmdet Swin
+            key = width, model.num_conditioned_attention  # size class: width and depth
             if key not in sizes:  # the first config of each size: equal to the stock one
                 sizes[key] = name
                 checked[_check_equal(scope, _swap(cfg, None), cfg)].append(name)
