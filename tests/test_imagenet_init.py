@@ -66,7 +66,7 @@ def test_coco_config_starts_from_the_public_imagenet_checkpoint_of_its_arch(path
     init = b.init_cfg
     assert isinstance(init, dict) and init.type == 'Pretrained', init
     url = init.checkpoint
-    assert url in public_checkpoint_urls(), f'{url} is named by no installed mmdet / mmpretrain file'
+    assert url in public_checkpoint_urls(), f'no installed mmdet / mmpretrain file names {url}'
     if b.type == 'ConditionedSwin':  # the official release, converted by mmdet's converter
         size = SWIN_SIZES[tuple(b.depths)]
         assert osp.basename(url) == f'swin_{size}_patch4_window{b.window_size}_224.pth'

@@ -65,7 +65,8 @@ class SimplePyramid(nn.Module):
             self.fpn3 = nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2))
             self.fpn4 = nn.Sequential(nn.MaxPool2d(kernel_size=4, stride=4))
         else:
-            raise BackboneConfigError(f'SimplePyramid: patch_size must be 16 or 8, got {patch_size}')
+            raise BackboneConfigError(
+                f'SimplePyramid: patch_size must be 16 or 8, got {patch_size}')
         self.patch_size = patch_size
 
     def forward(self, feats: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
