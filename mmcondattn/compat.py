@@ -17,9 +17,11 @@ configs that say ``custom_imports=dict(imports=['mmcondattn'])`` get them in any
    before the runner does and sets ``device_ids=None``; CUDA runs keep nccl and mmengine's
    defaults. PyTorch's SyncBatchNorm has no CPU kernel, so CPU runs convert it to BN.
 """
+import os
 import os.path as osp
 import pickle
 import re
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -113,10 +115,44 @@ def load_checkpoint_file(filename, map_location=None, scoped=None):
     return ckpt
 
 
-def _register_local_loader():
-    """Route mmengine's local-file loading (load_from, resume, init_cfg) through ours."""
+def fetch_checkpoint(url):
+    """Download ``url`` once into torch's hub cache (``$TORCH_HOME/hub/checkpoints/<name>``;
+    rank 0 first when distributed) and return the local path.
+
+    Raises:
+        CheckpointError: the download failed (one line naming the URL).
+    """
+    from mmengine.dist import barrier, get_dist_info
+    path = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+    rank, world_size = get_dist_info()
+    try:
+        for turn in (0, 1):  # rank 0 downloads, then the others find the file
+            if (rank == 0) == (turn == 0) and not osp.isfile(path):
+                os.makedirs(osp.dirname(path), exist_ok=True)
+                torch.hub.download_url_to_file(url, path, progress=False)
+            if world_size > 1 and turn == 0:
+                barrier()
+    except OSError as e:  # urllib's URLError / HTTPError, socket errors
+        why = str(getattr(e, 'reason', None) or e).splitlines()[0]
+        raise CheckpointError(f'cannot download the checkpoint {url} ({why}); download it '
+                              f'where the network allows and put it at {path}, or pass its '
+                              'local path instead of the URL') from None
+    return path
+
+
+def load_checkpoint_url(url, map_location=None):
+    """mmengine's URL loader with weights_only: :func:`fetch_checkpoint`, then
+    :func:`load_checkpoint_file` (mmengine's own calls ``torch.hub`` with weights_only off
+    on torch < 2.6)."""
+    return load_checkpoint_file(fetch_checkpoint(url), map_location)
+
+
+def _register_loaders():
+    """Route mmengine's local-file and URL loading (load_from, resume, init_cfg) through ours."""
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', loader=load_checkpoint_file, force=True)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
+                                     loader=load_checkpoint_url, force=True)
 
 
 def setup_cpu_distributed(cfg, launcher):
@@ -165,9 +201,9 @@ _APPLIED = False
 
 
 def apply_shims():
-    """Route mmengine's checkpoint loading through :func:`load_checkpoint_file` (idempotent)."""
+    """Route mmengine's checkpoint loading (files and URLs) through ours (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
-    _register_local_loader()
+    _register_loaders()
     _APPLIED = True

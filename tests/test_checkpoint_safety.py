@@ -141,3 +141,24 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     bad.write_bytes(b'not a checkpoint at all')
     with pytest.raises(CheckpointError, match='not a valid torch checkpoint'):
         load_checkpoint_file(str(bad))
+
+
+def test_checkpoint_urls_load_with_weights_only_through_mmengine(tmp_path, monkeypatch):
+    """load_from / resume / init_cfg URLs: mmengine's own loader (torch.hub) unpickles with
+    weights_only off on torch < 2.6; through the package they follow the allow-list too."""
+    import mmcondattn  # noqa: F401
+    from mmengine.runner.checkpoint import _load_checkpoint
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    cache = tmp_path / 'torch' / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    _mmengine_like_checkpoint(cache / 'good.pth')  # as if downloaded before
+    ckpt = _load_checkpoint('https://download.example.org/good.pth', map_location='cpu')
+    assert ckpt['meta']['iter'] == 4
+    marker = tmp_path / 'pwned'
+    torch.save(dict(x=_Payload(marker)), cache / 'evil.pth')
+    with pytest.raises(CheckpointError, match=r'refused to load .*evil\.pth.*system'):
+        _load_checkpoint('https://download.example.org/evil.pth')
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match=r'cannot download the checkpoint '
+                       r'http://127\.0\.0\.1:9/none\.pth \(.*\); download it where'):
+        _load_checkpoint('http://127.0.0.1:9/none.pth')

@@ -21,16 +21,12 @@
 """
 import copy
 import inspect
-import os
-import os.path as osp
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Sequence, Union
-from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.dist import barrier, get_dist_info
 from mmengine.logging import print_log
 
 from mmcondattn.conditioning import (ConditioningConfig, TokenConditioner,
@@ -68,24 +64,14 @@ def local_pretrained(backbone: nn.Module):
     if not (isinstance(url, str) and url.startswith(('http://', 'https://'))):
         yield
         return
-    path = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
-    rank, world_size = get_dist_info()
+    from mmcondattn.compat import CheckpointError, fetch_checkpoint
+    print_log(f'{type(backbone).__name__}: pretrained weights {url}', logger='current')
     try:
-        for turn in (0, 1):  # rank 0 downloads, then the others find the file
-            if (rank == 0) == (turn == 0) and not osp.isfile(path):
-                os.makedirs(osp.dirname(path), exist_ok=True)
-                print_log(f'{type(backbone).__name__}: downloading {url} to {path}',
-                          logger='current')
-                torch.hub.download_url_to_file(url, path, progress=False)
-            if world_size > 1 and turn == 0:
-                barrier()
-    except OSError as e:  # urllib's URLError / HTTPError, socket errors
-        why = str(getattr(e, 'reason', None) or e).splitlines()[0]
+        path = fetch_checkpoint(url)
+    except CheckpointError as e:
         raise BackboneConfigError(
-            f'{type(backbone).__name__}: cannot download the pretrained weights {url} '
-            f'({why}). Download the file where the network allows and set '
-            f'model.backbone.init_cfg.checkpoint=<local path> (or put it at {path}), or '
-            f'train from scratch with {NO_PRETRAINED_OVERRIDE}') from None
+            f'{type(backbone).__name__}: {e}; or train from scratch with '
+            f'{NO_PRETRAINED_OVERRIDE}') from None
     local = copy.deepcopy(cfg)
     local['checkpoint'] = path
     backbone.init_cfg = local
