@@ -132,5 +132,5 @@ def test_fmnist_sweep_best_lambda_seeds_report_and_claims(tmp_path):
     assert '\nMiddle.\n<!-- claims-fmnist:begin -->\n**spectral**' in text
     assert text.endswith('<!-- claims-fmnist:end -->\nEnd.\n')
     claims = (tmp_path / 'study/claims_fmnist.md').read_text()
-    assert 'tools/analysis_tools/conditioning.py' in claims and '| vit | 0 | κ(W_Q) |' in claims
+    assert 'tools/analysis_tools/conditioning.py' in claims and f'| vit (λ*={best[len("spectral_lam"):]}) | 0 | κ(W_Q) |' in claims
     assert '**tokens**' not in claims  # no tokens run: that claim is left out

@@ -860,7 +860,7 @@ def run_claims(records, task, args, best):
     return out
 
 
-def report_claims(claims, out_dir):
+def report_claims(claims, out_dir, best):
     """claims.md: per claim a table (per layer, geometric mean over seeds, baseline vs
     conditioned, and their ratio) and ``claim_<claim>.png``; returns (text, plots)."""
     import matplotlib
@@ -879,7 +879,9 @@ def report_claims(claims, out_dir):
                 groups.setdefault(row['model'].rsplit('-s', 1)[0], []).append(row)
             groups_of[family] = groups
         conds = sorted({g for gs in groups_of.values() for g in gs if g != 'baseline'})
-        lines += ['| family | layer | quantity | baseline | ' + ' | '.join(conds) + ' |',
+        heads = {'spectral': 'spectral at λ*', 'spectral-lam10': 'spectral at λ = 10 (paper)'}
+        lines += ['| family | layer | quantity | baseline | '
+                  + ' | '.join(heads.get(c, c) for c in conds) + ' |',
                   '|---|---|---|---|' + '---|' * len(conds)]
         fig, axes = plt.subplots(len(keys), len(fams), figsize=(4.2 * len(fams),
                                                                  3.0 * len(keys)),
@@ -899,7 +901,9 @@ def report_claims(claims, out_dir):
                 for layer, b in base.items():
                     cells = [f'{per[g][layer]:.3g} (×{per[g][layer] / b:.2g})' if g in per
                              else '–' for g in conds]
-                    lines.append(f'| {family} | {layer} | {label} | {b:.3g} | '
+                    fam = (f'{family} (λ*={best[family]:g})' if claim == 'spectral'
+                           and best.get(family) is not None else family)
+                    lines.append(f'| {fam} | {layer} | {label} | {b:.3g} | '
                                  + ' | '.join(cells) + ' |')
                 ax = axes[i][j]
                 for g in ['baseline'] + conds:
@@ -988,7 +992,7 @@ def main(argv=None):
             claims = run_claims(recs, task, args, best)
             if not claims:
                 raise UserError('--claims: no family has both baseline and conditioned runs')
-            text, plots = report_claims(claims, args.out_dir)
+            text, plots = report_claims(claims, args.out_dir, best)
             with open(osp.join(args.out_dir, f'claims_{task}.md'), 'w') as f:
                 f.write(text)
             print('\n' + text)
