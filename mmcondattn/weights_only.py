@@ -37,12 +37,15 @@ def _qualname(obj) -> str:
 
 
 def _torch_allowed_globals() -> dict:
-    """torch's own weights_only allow-list (name -> object), as this torch defines it."""
+    """torch's own weights_only allow-list (name -> object), as this torch defines it, plus
+    what newer torch allows by default (torch 2.13 over 2.1): ``_codecs.encode`` (protocol-2
+    bytes), ``bytearray``, ``complex``, ``set``, ``collections.Counter`` (e.g. a
+    MultiStepLR's milestones) and ``torch.device``."""
+    import _codecs
     from torch import _weights_only_unpickler as wou
     allowed = dict(wou._get_allowed_globals())
-    # protocol-2 pickles write bytes as _codecs.encode(str, 'latin1') (allowed by torch >= 2.4)
-    import _codecs
-    allowed.setdefault('_codecs.encode', _codecs.encode)
+    for obj in (_codecs.encode, bytearray, complex, set, collections.Counter, torch.device):
+        allowed.setdefault(_qualname(obj), obj)
     return allowed
 
 

@@ -162,3 +162,14 @@ def test_checkpoint_urls_load_with_weights_only_through_mmengine(tmp_path, monke
     with pytest.raises(CheckpointError, match=r'cannot download the checkpoint '
                        r'http://127\.0\.0\.1:9/none\.pth \(.*\); download it where'):
         _load_checkpoint('http://127.0.0.1:9/none.pth')
+
+
+@pytest.mark.parametrize('scoped', ROUTES)
+def test_what_newer_torch_allows_loads_on_every_route(tmp_path, scoped):
+    """A MultiStepLR's milestones (Counter), devices, sets, bytearrays, complex numbers: what
+    torch 2.13's weights_only allows by default loads on the allow-list route of torch 2.1."""
+    from collections import Counter
+    value = dict(milestones=Counter([8, 11]), device=torch.device('cpu'), ids={1, 2},
+                 raw=bytearray(b'x'), z=1j)
+    torch.save(value, tmp_path / 'sched.pth')
+    assert load_checkpoint_file(str(tmp_path / 'sched.pth'), scoped=scoped) == value
