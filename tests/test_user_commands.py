@@ -21,6 +21,7 @@ def _toy_override(config, out):
     cfg.train_cfg.update(max_epochs=1, val_interval=1)
     cfg.default_hooks.checkpoint.interval = 1
     cfg.model.roi_head.bbox_head.num_classes = cfg.model.roi_head.mask_head.num_classes = 3
+    cfg.model.backbone.init_cfg = None  # no download here: the documented from-scratch override
     cfg.dump(str(out))
     return str(out)
 
