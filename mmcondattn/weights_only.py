@@ -151,5 +151,7 @@ def weights_only_load(f, map_location=None, extra_globals: Iterable = (),
     if scoped:
         with torch.serialization.safe_globals(extra_globals):
             return torch.load(f, map_location=map_location, weights_only=True)
-    return torch.load(f, map_location=map_location, weights_only=False,
+    # torch's own weights_only check gives way to the explicit pickle module, which enforces
+    # the same rules (the module docstring)
+    return torch.load(f, map_location=map_location,
                       pickle_module=allowlist_pickle_module(extra_globals))

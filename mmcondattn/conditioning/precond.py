@@ -1,7 +1,7 @@
 """Method 1, preconditioned attention: a diagonal row equilibrator on each head's output.
 
 O_h ← C_h O_h with C_h = diag(scale / (‖(O_h)_i‖₂ + eps)), per head and token, before the
-heads are merged and projected (adopted reading, see docs and METHODS.md §1).
+heads are merged and projected (adopted reading, see docs/methods.md).
 """
 from typing import Optional
 

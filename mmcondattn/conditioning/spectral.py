@@ -4,7 +4,7 @@ Corrections are fixed and non-trainable, saved in checkpoints as ``<name>.correc
 outside weight decay. ``identity`` corrections (lam·I) do not depend on the weights, so they
 are not held in memory: forward adds lam·x, and lam·I is made on demand (the ``correction``
 attribute, ``state_dict()``, folding). An ``svd`` correction is a persistent buffer. When it
-correction is computed (adopted, see METHODS.md §2): it follows the weights until it is
+correction is computed (adopted, see docs/methods.md): it follows the weights until it is
 first used, then stays fixed. Concretely:
 
 * it is computed when conditioning is attached, and again whenever the weights may have

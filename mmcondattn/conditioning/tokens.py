@@ -2,7 +2,7 @@
 
 With the thin SVD X = U Σ Vᵀ (N×D), X + C = U (Σ + σ_max I) Vᵀ, so κ(X + C) =
 2σ_max / (σ_max + σ_min) <= 2 over the min(N, D) singular values. U Vᵀ is the polar factor
-of X; the three solvers compute it differently (METHODS.md §3 has the measurements):
+of X; the three solvers compute it differently (docs/methods.md):
 
 * ``svd``: exact, also for rank-deficient X (the SVD completes the singular vectors of zero
   singular values); float32 (float64 for float64 input).

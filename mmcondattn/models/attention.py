@@ -8,7 +8,7 @@ unchanged, spectral adds ``qkv.correction``):
 * precond: ``proj`` → :class:`~mmcondattn.conditioning.PreconditionedLinear`, which scales each
   (token, head) row of the merged head outputs before projecting. Every stock forward here
   merges the heads with a transpose/reshape and calls ``proj`` right away, so this is the
-  per-head preconditioning of METHODS.md §1 (after fused SDPA in MultiheadAttention, after
+  per-head preconditioning of docs/methods.md (after fused SDPA in MultiheadAttention, after
   the masked softmax and ``attn @ v`` per window in Swin, on the token rows of XCA's
   (B, heads, d, N) output).
 

@@ -1,4 +1,4 @@
-"""Conditioning of a model's attention layers on a probe batch (METHODS.md §4).
+"""Conditioning of a model's attention layers on a probe batch (docs/methods.md).
 
 :func:`measure_conditioning` is the one measurement, used by the
 :class:`~mmcondattn.engine.ConditionMonitorHook` while a model trains and by
