@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import mmcondattn  # noqa: F401  registers the backbones
+import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.converters import (ConversionError, classifier_to_detector, convert_swin,
                                    convert_vit, convert_xcit, load_state_dict)
 from mmcondattn.models.backbones import ConditionedSwinDet, ConditionedXCiT, ConditionedXCiTDet
@@ -210,6 +210,71 @@ def test_xcit_official_detection_checkpoint(patch_size):
     assert len(got) == 4
     for w, g in zip(want, got):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('patch_size', [16, 8])
+def test_official_xcit_coco_checkpoint_loads_through_its_zoo_config(tmp_path, patch_size):
+    """An official facebookresearch/xcit Mask R-CNN 3x file of XCiT-T12 (mmdet 2.x: meta,
+    state_dict, optimizer; official backbone keys) loads with mmengine's ``load_checkpoint``
+    -- what ``tools/test.py CONFIG FILE`` does -- strictly into the detector of the config of
+    its ``*_3rdparty_coco`` zoo row, unconverted; its backbone then computes what the
+    official backbone computes, and neck / heads hold the file's weights."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    from mmcondattn.compat import replace_syncbn
+    from conftest import REPO
+    cfg = Config.fromfile(f'{REPO}/configs/xcit/mask-rcnn_xcit-t12-p{patch_size}_fpn_ms-crop-3x'
+                          '_coco.py')
+    cfg.model.backbone.init_cfg = None  # no download here; the file brings every weight
+    replace_syncbn(cfg.model)
+    register_all_modules()
+    det = MODELS.build(cfg.model).eval()
+    cond = det.backbone.conditioning
+    assert not cond.layer_methods and cond.tokens is None
+
+    # XCiT-T12 as the official code builds it (timm's Xcit has the official module names)
+    xcit = randomise(timm.models.xcit.Xcit(patch_size=patch_size, embed_dim=192, depth=12,
+                                           num_heads=4, eta=1.0, tokens_norm=True))
+    fpns = randomise(_official_fpns(192, patch_size), seed=1)
+    state = OrderedDict()
+    for k, v in xcit.state_dict().items():
+        if k.startswith(('patch_embed.', 'blocks.', 'pos_embed.')):
+            state['backbone.' + k.replace('pos_embed.', 'pos_embeder.')] = v
+    state.update(('backbone.' + k, v) for k, v in fpns.state_dict().items())
+    g = torch.Generator().manual_seed(2)
+    rest = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+            for k, v in det.state_dict().items() if not k.startswith('backbone.')}
+    state.update(rest)
+    path = str(tmp_path / f'maskrcnn_xcit_tiny_12_p{patch_size}.pth')
+    torch.save({'meta': {'mmdet_version': '2.11.0', 'epoch': 36, 'CLASSES': ('person', 'car')},
+                'state_dict': state,
+                'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-6, 'params': [0]}]}}, path)
+
+    load_checkpoint(det, path, map_location='cpu', strict=True)  # raises on any key mismatch
+    after = det.state_dict()
+    for k, v in rest.items():
+        assert torch.equal(after[k], v), k
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        want = _official_detection_forward(xcit, fpns, (3, 5, 7, 11), x)
+        got = det.backbone(x)
+    for w, o in zip(want, got):
+        torch.testing.assert_close(o, w, rtol=1e-5, atol=1e-5)
+
+
+def test_unmappable_official_xcit_keys_are_one_error():
+    """A file in the official layout with a key no rule maps fails loading with one error
+    that names the key, not with a silently half-loaded backbone."""
+    from mmcondattn.models.backbones.utils import BackboneConfigError
+    det = ConditionedXCiTDet(arch=dict(embed_dims=64, depth=4, num_heads=4),
+                             out_indices=(0, 1, 2, 3))
+    state = {'blocks.0.attn.qkv.weight': torch.zeros(192, 64),
+             'blocks.0.attn.rel_pos': torch.zeros(3)}
+    with pytest.raises(BackboneConfigError, match=r'blocks\.0\.attn\.rel_pos'):
+        det.load_state_dict(state, strict=False)
 
 
 # --------------------------------------------------------------- classifier -> detection

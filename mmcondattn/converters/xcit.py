@@ -14,9 +14,16 @@ the detection checkpoint becomes an mmdet state dict whose ``backbone.*`` follow
 detection ``ConditionedXCiT`` (``fpnN`` -> ``pyramid.fpnN``); its neck and head keys are
 kept as they are (mmdet 3.x uses the same names for Mask R-CNN's FPN, RPN and RoI heads).
 """
+import re
+from typing import Iterable
+
 from .common import Rule, StateDict, add_prefix, apply_rules, split_prefix
 
-__all__ = ['convert_xcit', 'xcit_backbone_rules']
+__all__ = ['convert_xcit', 'convert_xcit_backbone', 'is_source_xcit_backbone',
+           'xcit_backbone_rules']
+
+# backbone keys only the official / timm layouts have (ours: xca_layers, ca_layers, pyramid)
+_SOURCE_KEY = re.compile(r'(blocks|cls_attn_blocks|pos_embeder|fpn[1-4])\.')
 
 _B = r'blocks\.(\d+)\.'
 _CA = r'cls_attn_blocks\.(\d+)\.'
@@ -64,6 +71,22 @@ def xcit_backbone_rules(with_pyramid: bool = False):
     return rules
 
 
+def is_source_xcit_backbone(keys: Iterable[str]) -> bool:
+    """True if backbone ``keys`` (without a ``backbone.`` prefix) are in the official or
+    timm XCiT layout rather than this package's."""
+    return any(_SOURCE_KEY.match(k) for k in keys)
+
+
+def convert_xcit_backbone(state_dict: StateDict, with_pyramid: bool = True) -> StateDict:
+    """Convert official / timm XCiT backbone keys (no prefix) to this package's layout
+    (``fpnN`` -> ``pyramid.fpnN`` with ``with_pyramid``).
+
+    Raises:
+        ConversionError: listing the keys that have no mapping.
+    """
+    return apply_rules(state_dict, xcit_backbone_rules(with_pyramid), 'XCiT backbone')
+
+
 def convert_xcit(state_dict: StateDict) -> StateDict:
     """Convert an official / timm XCiT classifier or official XCiT Mask R-CNN state dict.
 
@@ -76,8 +99,7 @@ def convert_xcit(state_dict: StateDict) -> StateDict:
     """
     if any(k.startswith('backbone.') for k in state_dict):  # official detection checkpoint
         backbone, rest = split_prefix(state_dict, 'backbone.')
-        out = add_prefix(apply_rules(backbone, xcit_backbone_rules(with_pyramid=True),
-                                     'XCiT detection backbone'), 'backbone.')
+        out = add_prefix(convert_xcit_backbone(backbone), 'backbone.')
         out.update(rest)  # neck, rpn_head, roi_head: same names in mmdet 3.x
         return out
     head, body = split_prefix(state_dict, 'head.', keep_prefix=True)

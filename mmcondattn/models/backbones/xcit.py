@@ -12,14 +12,18 @@ Two forms, one name (``ConditionedXCiT``):
 Both keep the stock state-dict keys (spectral conditioning adds ``*.qkv.correction``).
 """
 import inspect
+from collections import OrderedDict
 from typing import Optional, Sequence, Tuple
 
 import torch
 from mmdet.registry import MODELS as DET_MODELS
+from mmengine.logging import print_log
 from mmpretrain.models.backbones import XCiT
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
+from mmcondattn.converters.common import ConversionError, add_prefix
+from mmcondattn.converters.xcit import convert_xcit_backbone, is_source_xcit_backbone
 from .pyramid import SimplePyramid
 from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_kwargs,
                     local_pretrained, pad_to_multiple, pop_fixed,
@@ -156,7 +160,26 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
         del self.cls_token  # built by the stock class, unused without class attention
         self.pyramid = SimplePyramid(self.embed_dims, patch_size, pyramid_norm_cfg)
         register_classification_key_filter(self, 'xcit')
+        handle = self._register_load_state_dict_pre_hook(self._convert_source_layout)
+        self._load_state_dict_pre_hooks.move_to_end(handle.id, last=False)  # before the filter
         attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
+
+    def _convert_source_layout(self, state_dict, prefix, *args, **kwargs):
+        """Load-state-dict pre-hook: backbone keys in the official facebookresearch/xcit
+        (an official COCO Mask R-CNN checkpoint) or timm layout are converted in place
+        (:func:`~mmcondattn.converters.xcit.convert_xcit_backbone`), with a log line, so
+        ``tools/test.py CONFIG OFFICIAL.pth`` loads them like a checkpoint of ours."""
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if not is_source_xcit_backbone(k[len(prefix):] for k in keys):
+            return
+        source = OrderedDict((k[len(prefix):], state_dict.pop(k)) for k in keys)
+        try:
+            state_dict.update(add_prefix(convert_xcit_backbone(source), prefix))
+        except ConversionError as e:
+            raise BackboneConfigError(f'{type(self).__name__}: cannot load the checkpoint: '
+                                      f'{e}') from None
+        print_log(f'{type(self).__name__}: converted {len(keys)} backbone keys from the '
+                  f'official / timm XCiT layout', logger='current')
 
     def init_weights(self):
         # the stock XCiT.init_weights also initialises the class token, absent here
