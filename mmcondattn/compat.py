@@ -16,11 +16,17 @@ configs that say ``custom_imports=dict(imports=['mmcondattn'])`` get them in any
    both fail without CUDA. :func:`setup_cpu_distributed` starts a gloo process group
    before the runner does and sets ``device_ids=None``; CUDA runs keep nccl and mmengine's
    defaults. PyTorch's SyncBatchNorm has no CPU kernel, so CPU runs convert it to BN.
+3. Resizing a Swin / BEiT relative-position bias table on load. mmpretrain 1.2 calls
+   scipy's ``interp2d(kind='cubic')``, which scipy 1.14 removed (the stock classes fail
+   too). On such a scipy, mmpretrain's resize function runs with :class:`GridCubic`, the
+   replacement scipy's transition guide names for regular grids (:func:`patch_interp2d`).
 """
+import functools
 import os
 import os.path as osp
 import pickle
 import re
+import sys
 from urllib.parse import urlparse
 
 import numpy as np
@@ -200,10 +206,72 @@ def replace_syncbn(node):
 _APPLIED = False
 
 
+class GridCubic:
+    """scipy's removed ``interp2d(x, y, z, kind='cubic')`` on a regular grid, as a cubic
+    ``RectBivariateSpline`` interpolating z (s=0; the same FITPACK routine interp2d used).
+
+    Args:
+        x (len nx), y (len ny): increasing grid coordinates; z: values (ny, nx).
+    Calling it with (x_new, y_new) gives the values (len y_new, len x_new).
+    """
+
+    def __init__(self, x, y, z, kind: str = 'cubic'):
+        if kind != 'cubic':
+            raise NotImplementedError(f"GridCubic replaces interp2d(kind='cubic') only, "
+                                      f'not kind={kind!r}')
+        from scipy.interpolate import RectBivariateSpline
+        self._spline = RectBivariateSpline(np.asarray(x), np.asarray(y), np.asarray(z).T,
+                                           kx=3, ky=3, s=0)
+
+    def __call__(self, x_new, y_new):
+        return self._spline(np.asarray(x_new), np.asarray(y_new)).T
+
+
+def _with_grid_cubic(fn):
+    """``fn`` run with ``scipy.interpolate.interp2d`` = :class:`GridCubic`, restored after."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from scipy import interpolate
+        removed = interpolate.interp2d
+        interpolate.interp2d = GridCubic
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            interpolate.interp2d = removed
+
+    wrapper.__wrapped_for_interp2d__ = True
+    return wrapper
+
+
+def patch_interp2d() -> bool:
+    """On scipy >= 1.14, give mmpretrain's ``resize_relative_position_bias_table`` (in every
+    module that imported it) :class:`GridCubic` for the call. Returns whether it patched."""
+    try:
+        import mmpretrain.models.backbones  # noqa: F401  the modules that import it
+        import scipy
+        from mmpretrain.models.utils import embed
+    except ImportError:
+        return False
+    if tuple(int(p) for p in re.findall(r'\d+', scipy.__version__)[:2]) < (1, 14):
+        return False
+    original = embed.resize_relative_position_bias_table
+    if getattr(original, '__wrapped_for_interp2d__', False):
+        return True
+    wrapped = _with_grid_cubic(original)
+    for module in list(sys.modules.values()):
+        if (getattr(module, '__name__', '').startswith('mmpretrain')
+                and getattr(module, 'resize_relative_position_bias_table', None) is original):
+            module.resize_relative_position_bias_table = wrapped
+    return True
+
+
 def apply_shims():
-    """Route mmengine's checkpoint loading (files and URLs) through ours (idempotent)."""
+    """Route mmengine's checkpoint loading (files and URLs) through ours, and mend
+    mmpretrain's table resize on a new scipy (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
     _register_loaders()
+    patch_interp2d()
     _APPLIED = True
