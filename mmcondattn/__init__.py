@@ -1,19 +1,18 @@
-"""mmcondattn: conditioned attention for MMDetection and MMPretrain backbones.
+"""mmcondattn: conditioned attention for MMDetection, MMPretrain and timm backbones.
 
-Importing the package registers its layers, backbones and hooks in mmdet's and mmpretrain's
-registries and applies the shims of :mod:`mmcondattn.compat` (configs do it with
-``custom_imports=dict(imports=['mmcondattn'], allow_failed_imports=False)``).
+``import mmcondattn`` needs torch alone: :func:`condition_model` conditions a built model,
+:func:`fold_conditioning` folds spectral corrections. The OpenMMLab part
+(:mod:`mmcondattn.openmmlab`: stack check, registration in mmdet's / mmpretrain's registries,
+checkpoint shims) is imported with it when mmengine is already imported, as in configs
+(``custom_imports=dict(imports=['mmcondattn'], allow_failed_imports=False)``) and the tools.
 """
-from .version import __version__
+import sys
+
+from .conditioning import condition_model, fold_conditioning
 from .stack import StackError, check_stack
+from .version import __version__
 
-check_stack()  # one clear error for a broken torch / torchvision / mmcv, before importing them
+if 'mmengine' in sys.modules:
+    from . import openmmlab  # noqa: F401
 
-from .compat import apply_shims  # noqa: E402
-from .conditioning import fold_conditioning  # noqa: E402
-from . import models  # noqa: F401  registers into mmdet / mmpretrain MODELS
-from . import engine  # noqa: F401,E402  registers ConditionMonitorHook in mmengine HOOKS
-
-apply_shims()
-
-__all__ = ['__version__', 'fold_conditioning', 'StackError', 'check_stack']
+__all__ = ['__version__', 'condition_model', 'fold_conditioning', 'StackError', 'check_stack']

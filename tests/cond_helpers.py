@@ -67,7 +67,7 @@ def cls_config(path, family, conditioning=None, data_root=None, hook_interval=2,
 
 def train(config, work_dir, name):
     """Train ``config`` with mmengine's Runner in this process; returns the runner."""
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401
     from mmengine.config import Config
     from mmengine.runner import Runner
     cfg = Config.fromfile(config)

@@ -112,7 +112,7 @@ def test_conversion_in_place_keeps_parameters(name):
     params = {k: id(p) for k, p in stock.named_parameters()}
     model = nn.Sequential(nn.Identity(), stock)
     assert condition_attention_modules(model, METHODS['all']) == 1
-    assert type(stock) is LAYERS[name][1]
+    assert type(stock) is LAYERS[name][0]  # composition: the class stays, children change
     assert {k: id(p) for k, p in stock.named_parameters()} == params
     assert isinstance(stock.qkv, SpectralLinear) and isinstance(stock.proj, PreconditionedLinear)
     torch.testing.assert_close(stock.eval()(x, **fwd), ref.eval()(x, **fwd))
@@ -120,6 +120,15 @@ def test_conversion_in_place_keeps_parameters(name):
     assert condition_attention_modules(model, METHODS['all']) == 0
     assert condition_attention_modules(build(name)[0], dict(tokens=dict())) == 0
     assert condition_attention_modules(build(name)[0], None) == 0
+
+
+def test_layer_methods_on_a_model_without_attention_fail_naming_the_supported_classes():
+    model = nn.Sequential(nn.Linear(4, 12), nn.Linear(12, 4))
+    for method in ('precond', 'spectral_svd'):
+        with pytest.raises(ValueError, match=r'Sequential has none of the supported classes: '
+                           r'.*MultiheadAttention.*WindowMSA.*XCA'):
+            condition_attention_modules(model, METHODS[method])
+    assert not any(isinstance(m, SpectralLinear) for m in model.modules())
 
 
 def test_precond_in_mha_scales_each_head_after_sdpa():

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-import mmcondattn  # noqa: F401  registers the backbones
+import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.conditioning import ConditioningConfigError, TokenConditioner
 from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, ConditionedViT,
                                          ConditionedViTDet, ConditionedXCiT,

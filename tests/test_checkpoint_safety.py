@@ -45,7 +45,7 @@ def _mmengine_like_checkpoint(path):
 def test_plain_weights_only_load_fails_without_the_shim(tmp_path, scoped):
     """The failure the shim fixes: torch refuses an mmengine checkpoint with weights_only, and
     the allow-list is scoped to mmengine's loader, not leaked into every torch.load."""
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401  the shims
     path = tmp_path / 'epoch_1.pth'
     _mmengine_like_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
@@ -75,7 +75,7 @@ def test_smuggled_statistics_method_is_refused(tmp_path, scoped):
 
 
 def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401  the shims
     from mmengine.runner.checkpoint import _load_checkpoint
     path = tmp_path / 'epoch_1.pth'
     _mmengine_like_checkpoint(path)
@@ -85,7 +85,7 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
 
 
 def test_code_payload_is_refused_with_a_clear_error(tmp_path):
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401  the shims
     from mmengine.runner.checkpoint import _load_checkpoint
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
@@ -146,7 +146,7 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
 def test_checkpoint_urls_load_with_weights_only_through_mmengine(tmp_path, monkeypatch):
     """load_from / resume / init_cfg URLs: mmengine's own loader (torch.hub) unpickles with
     weights_only off on torch < 2.6; through the package they follow the allow-list too."""
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401  the shims
     from mmengine.runner.checkpoint import _load_checkpoint
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     cache = tmp_path / 'torch' / 'hub' / 'checkpoints'

@@ -181,24 +181,39 @@ def test_fold_conditioning_gives_equal_outputs_and_stock_keys(spectral):
     assert type(fold_conditioning(SpectralLinear(4, 12))) is nn.Linear
 
 
-def test_svd_correction_follows_the_weights_until_first_use():
-    sl = SpectralLinear(6, 18, spectral=dict(mode='svd'))
-    assert not sl.fixed
+def test_svd_correction_is_set_at_attach_and_init_never_in_forward():
+    lin = nn.Linear(6, 18)
+    sl = SpectralLinear.from_linear(lin, dict(mode='svd'))  # at attach: from lin's weights
+    torch.testing.assert_close(sl.correction, spectral_correction(lin.weight, 'svd'))
     with torch.no_grad():
         nn.init.trunc_normal_(sl.weight, std=0.02)  # an init outside mmengine's chain
+    c = sl.correction.clone()
     x = torch.randn(2, 3, 6)
-    c = spectral_correction(sl.weight, 'svd')
-    torch.testing.assert_close(sl(x), F.linear(x, sl.weight + c, sl.bias))
-    assert sl.fixed
+    torch.testing.assert_close(sl(x), F.linear(x, sl.weight + c, sl.bias))  # forward: as set
+    sl.state_dict()
+    assert torch.equal(sl.correction, c)  # saving does not recompute either
+    sl.init_weights()  # mmengine's init chain (after the weights' init): follows them
+    torch.testing.assert_close(sl.correction, spectral_correction(sl.weight, 'svd'))
     with torch.no_grad():
         sl.weight.mul_(3.)  # a training step: the correction stays
-    torch.testing.assert_close(sl(x), F.linear(x, sl.weight + c, sl.bias))
-    assert SpectralLinear(6, 18).fixed  # identity corrections never depend on the weights
+    torch.testing.assert_close(sl(x), F.linear(x, sl.weight + sl.correction, sl.bias))
+    assert not torch.allclose(sl.correction, spectral_correction(sl.weight, 'svd'))
+    assert recompute_corrections(nn.Sequential(sl, SpectralLinear(6, 18))) == 1  # svd only
+    torch.testing.assert_close(sl.correction, spectral_correction(sl.weight, 'svd'))
+
+
+def test_identity_correction_is_a_read_only_property():
+    sl = SpectralLinear(6, 18, spectral=dict(lam=2.))
+    assert 'correction' not in dict(sl.named_buffers())  # not held in memory
+    torch.testing.assert_close(sl.correction, spectral_correction(sl.weight, lam=2.))
+    with pytest.raises(AttributeError):
+        sl.correction = torch.zeros(18, 6)
+    assert torch.equal(sl.state_dict()['correction'], sl.correction)
 
 
 def test_svd_correction_reloads_exactly_and_follows_stock_checkpoints():
     trained = SpectralLinear(6, 18, spectral=dict(mode='svd'))
-    sd = copy.deepcopy(trained.state_dict())  # saving fixes the correction
+    sd = copy.deepcopy(trained.state_dict())
     with torch.no_grad():
         trained.weight.add_(1.)  # weights moved on after the corrections were set
     assert torch.equal(trained.correction, sd['correction'])
@@ -206,10 +221,8 @@ def test_svd_correction_reloads_exactly_and_follows_stock_checkpoints():
 
     fresh = SpectralLinear(6, 18, spectral=dict(mode='svd'))
     fresh.load_state_dict(trained.state_dict())  # a conditioned checkpoint: exact
-    assert torch.equal(fresh.correction, sd['correction']) and fresh.fixed
-    fresh.init_weights()  # mmengine's init chain keeps a restored correction
     assert torch.equal(fresh.correction, sd['correction'])
-    assert recompute_corrections(fresh) == 0 and recompute_corrections(fresh, force=True) == 1
+    assert recompute_corrections(fresh) == 1  # on request: from the loaded weights
     torch.testing.assert_close(fresh.correction, spectral_correction(fresh.weight, 'svd'))
 
     stock = nn.Linear(6, 18).state_dict()  # a stock checkpoint: recomputed from its weights

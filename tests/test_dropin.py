@@ -17,7 +17,7 @@ from mmdet.models.backbones import SwinTransformer as DetSwin
 from mmengine.config import Config, ConfigDict
 from mmpretrain.models.backbones import SwinTransformer, VisionTransformer, XCiT
 
-import mmcondattn  # noqa: F401  registers the backbones
+import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, ConditionedViT,
                                          ConditionedViTDet, ConditionedXCiT,
                                          ConditionedXCiTDet)

@@ -16,7 +16,7 @@ def _backbone(family, conditioning=None):
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         bb = MODELS.build(dict(BACKBONES[family], conditioning=conditioning))
@@ -94,7 +94,7 @@ def test_measure_leaves_the_model_as_it_was():
 
 def test_hook_rejects_bad_arguments_and_models_without_attention():
     from mmengine.registry import HOOKS
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401
     from mmcondattn.models import measure_conditioning
     with pytest.raises(ValueError, match='interval must be an int >= 1'):
         HOOKS.build(dict(type='ConditionMonitorHook', interval=0))

@@ -13,7 +13,7 @@ import torch
 from mmdet.models.backbones import SwinTransformer as DetSwin
 from mmpretrain.models.backbones import SwinTransformer, VisionTransformer, XCiT
 
-import mmcondattn  # noqa: F401
+import mmcondattn.openmmlab  # noqa: F401
 from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, ConditionedViT,
                                          ConditionedXCiT)
 from mmcondattn.models.backbones.utils import BackboneConfigError

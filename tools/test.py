@@ -34,7 +34,7 @@ def parse_args(argv=None):
 @exits_cleanly
 def main(argv=None):
     args = parse_args(argv)
-    import mmcondattn  # noqa: F401  registers modules, applies the stack shims
+    import mmcondattn.openmmlab  # noqa: F401  registers modules, applies the stack shims
     from mmengine.runner import Runner
 
     cfg = load_config(args.config, args.cfg_options)

@@ -103,16 +103,15 @@ class PreconditionedLinear(nn.Linear):
         in_features, out_features, bias: as ``nn.Linear``.
         num_heads (int): heads merged in the input; ``in_features % num_heads == 0``.
         precond (PrecondCfg | dict | None): options (default: PrecondCfg()).
+        device, dtype: as ``nn.Linear``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 num_heads: int = 1, precond: Optional[PrecondCfg] = None, **factory):
-        super().__init__(in_features, out_features, bias, **factory)
-        self._configure(num_heads, precond)
-
-    def _configure(self, num_heads: int, precond) -> None:
-        if self.in_features % num_heads:
-            raise ValueError(f'in_features {self.in_features} is not divisible by '
+                 num_heads: int = 1, precond: Optional[PrecondCfg] = None, device=None,
+                 dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        if in_features % num_heads:
+            raise ValueError(f'in_features {in_features} is not divisible by '
                              f'num_heads {num_heads}')
         self.num_heads = num_heads
         if not isinstance(precond, PrecondCfg):
@@ -123,11 +122,9 @@ class PreconditionedLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, num_heads: int,
                     precond: Optional[PrecondCfg] = None) -> 'PreconditionedLinear':
         """A PreconditionedLinear sharing ``linear``'s weight and bias Parameters."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, num_heads,
+                  precond, device='meta', dtype=linear.weight.dtype)
         new.weight, new.bias = linear.weight, linear.bias
-        new._configure(num_heads, precond)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

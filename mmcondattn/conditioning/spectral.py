@@ -1,24 +1,10 @@
 """Method 2, spectral conditioning of Q, K, V: W ← W + C on blocks of the fused qkv weight.
 
-Corrections are fixed and non-trainable, saved in checkpoints as ``<name>.correction`` and
-outside weight decay. ``identity`` corrections (lam·I) do not depend on the weights, so they
-are not held in memory: forward adds lam·x, and lam·I is made on demand (the ``correction``
-attribute, ``state_dict()``, folding). An ``svd`` correction is a persistent buffer. When it
-correction is computed (adopted, see docs/methods.md): it follows the weights until it is
-first used, then stays fixed. Concretely:
-
-* it is computed when conditioning is attached, and again whenever the weights may have
-  changed before training: by ``init_weights()`` (mmengine's init chain) and when
-  ``load_state_dict`` loads weights without a correction (a stock checkpoint; the key is
-  still reported missing);
-* it is fixed from the weights as they stand at the first forward, ``state_dict()``,
-  ``effective_weight()`` or ``folded()``, i.e. after any initialisation or pretrained
-  loading, whatever path the backbone's ``init_weights`` takes, and before any training
-  step;
-* a checkpoint that holds ``*.correction`` restores it exactly and fixes it (a conditioned
-  checkpoint reloads exactly);
-* ``recompute_correction()`` / :func:`recompute_corrections` recompute it on request, e.g.
-  to condition from a checkpoint's weights rather than its stored correction.
+C is fixed and non-trainable, saved as ``<name>.correction`` and outside weight decay.
+``identity`` (lam·I) does not depend on the weights and is not held in memory. An ``svd``
+correction (a buffer) is computed from the weights when conditioning is attached, again by
+``init_weights()`` (mmengine's init chain) and when a checkpoint without it is loaded; a
+checkpoint with it restores it exactly. A forward never recomputes it (docs/methods.md).
 """
 from typing import Optional, Sequence, Tuple
 
@@ -112,80 +98,68 @@ class SpectralLinear(nn.Linear):
 
     ``correction`` (shaped like ``weight``, no gradient) is saved under the state-dict key
     ``<name>.correction`` (``weight`` and ``bias`` keep theirs). ``svd`` mode holds it in a
-    persistent buffer; ``identity`` mode holds nothing (lam·I is made when asked for).
-    Forward: ``identity`` mode adds lam·x to the targeted output blocks of F.linear(x, W, b)
-    (no extra matmul); ``svd`` mode runs F.linear(x, W + C, b) (one small add per call,
-    cheaper than a second matmul). :meth:`folded` gives the equivalent plain ``nn.Linear``.
+    persistent buffer; in ``identity`` mode it is a read-only property (lam·I, made when
+    asked for; a loaded one is checked against it). Forward: ``identity`` mode adds lam·x to
+    the targeted output blocks of F.linear(x, W, b) (no extra matmul); ``svd`` mode runs
+    F.linear(x, W + C, b). :meth:`folded` gives the equivalent plain ``nn.Linear``.
 
     Args:
         in_features, out_features, bias: as ``nn.Linear``; ``out_features`` = 3·D_out.
         spectral (SpectralCfg | dict | None): options (default: SpectralCfg()).
+        device, dtype: as ``nn.Linear``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 spectral: Optional[SpectralCfg] = None, **factory):
-        super().__init__(in_features, out_features, bias, **factory)
-        self._configure(spectral)
+                 spectral: Optional[SpectralCfg] = None, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        if not isinstance(spectral, SpectralCfg):
+            spectral = parse_conditioning(dict(spectral=spectral or {})).spectral
+        if out_features % len(SPECTRAL_TARGETS):
+            raise ValueError(f'out_features {out_features} is not 3·D_out (fused q, k, v)')
+        self.spectral = spectral
+        self.block = out_features // len(SPECTRAL_TARGETS)  # D_out
+        if spectral.mode == 'svd':
+            self.register_buffer('correction', torch.empty_like(self.weight))
+            if not self.weight.is_meta:
+                self.recompute_correction()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, spectral=None) -> 'SpectralLinear':
-        """A SpectralLinear sharing ``linear``'s weight and bias Parameters."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = linear.in_features, linear.out_features
+        """A SpectralLinear sharing ``linear``'s weight and bias Parameters (its correction
+        computed from them)."""
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, spectral,
+                  device='meta', dtype=linear.weight.dtype)
         new.weight, new.bias = linear.weight, linear.bias
-        new._configure(spectral)
+        if new.spectral.mode == 'svd':
+            new.correction = torch.empty_like(linear.weight, requires_grad=False)
+            new.recompute_correction()
         return new
 
-    def _configure(self, spectral) -> None:
-        if not isinstance(spectral, SpectralCfg):
-            spectral = parse_conditioning(dict(spectral=spectral or {})).spectral
-        if self.out_features % len(SPECTRAL_TARGETS):
-            raise ValueError(f'out_features {self.out_features} is not 3·D_out (fused q, k, v)')
-        self.spectral = spectral
-        self.block = self.out_features // len(SPECTRAL_TARGETS)  # D_out
-        if spectral.mode == 'svd':
-            self.register_buffer('correction', torch.empty_like(self.weight, requires_grad=False))
-        self.recompute_correction()
-
-    def __getattr__(self, name: str):
-        if name == 'correction' and self.__dict__.get('spectral') is not None \
-                and self.spectral.mode == 'identity':
-            return self._identity_correction()
-        return super().__getattr__(name)
-
-    def _identity_correction(self) -> torch.Tensor:
-        """lam·I on the targeted blocks (3·D_out, D_in), made from the options alone."""
+    @property
+    def correction(self) -> torch.Tensor:
+        """C (3·D_out, D_in): the svd buffer, or lam·I on the targeted blocks."""
+        if self.spectral.mode == 'svd':
+            try:
+                return self._buffers['correction']
+            except KeyError:  # not registered yet (during __init__)
+                raise AttributeError('correction') from None
         s = self.spectral
         return spectral_correction(self.weight, s.mode, s.lam, s.targets)
 
-    @property
-    def fixed(self) -> bool:
-        """False while an svd correction still follows the weights (see the module doc)."""
-        return self._fixed
-
     @torch.no_grad()
     def recompute_correction(self) -> None:
-        """Set ``correction`` from the current weight; an svd correction then follows the
-        weights again until its next use."""
+        """Set an svd ``correction`` from the current weight (identity: nothing to do)."""
         s = self.spectral
         if s.mode == 'svd':
             self.correction.copy_(spectral_correction(self.weight, s.mode, s.lam, s.targets))
-        self._fixed = s.mode == 'identity'
-
-    def _fix(self) -> None:
-        if not self._fixed:
-            self.recompute_correction()
-            self._fixed = True
 
     def init_weights(self) -> None:
-        """mmengine's init chain: refresh an svd correction that is not fixed yet."""
-        if not self._fixed:
-            self.recompute_correction()
+        """mmengine's init chain (after the weights were initialised): recompute an svd
+        correction."""
+        self.recompute_correction()
 
     def effective_weight(self) -> torch.Tensor:
-        """W + C (3·D_out, D_in), with gradient to W; fixes an svd correction."""
-        self._fix()
+        """W + C (3·D_out, D_in), with gradient to W."""
         return self.weight + self.correction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,24 +202,19 @@ class SpectralLinear(nn.Linear):
                     f'{key}: the checkpoint holds a correction that is not lam·I for '
                     f'lam={s.lam}, targets={s.targets} (trained with another spectral '
                     f'mode/lam?); using lam·I')
-            return
-        if key not in state_dict:
-            # a stock checkpoint: keep the key reported missing, follow the loaded weights
-            if prefix + 'weight' in state_dict and not self._fixed:
-                self.recompute_correction()
-            return
-        self._fixed = True
+        elif key not in state_dict and prefix + 'weight' in state_dict:
+            # a stock checkpoint: the key stays reported missing; follow the loaded weights
+            self.recompute_correction()
 
     def _matches_identity(self, loaded) -> bool:
-        want = self._identity_correction()
+        want = self.correction
         return (torch.is_tensor(loaded) and loaded.shape == want.shape
                 and torch.allclose(loaded.to(want), want))
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        self._fix()  # a saved svd correction is the one used from then on
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self.spectral.mode == 'identity':
-            destination[prefix + 'correction'] = self._identity_correction()
+            destination[prefix + 'correction'] = self.correction
 
     def extra_repr(self) -> str:
         s = self.spectral
@@ -253,13 +222,13 @@ class SpectralLinear(nn.Linear):
         return f'{super().extra_repr()}, mode={s.mode}{lam}, targets={s.targets}'
 
 
-def recompute_corrections(model: nn.Module, force: bool = False) -> int:
-    """Recompute the svd corrections of the SpectralLinears in ``model`` from their current
-    weights: those not fixed yet, or all with ``force`` (e.g. to condition a model loaded
-    from a conditioned checkpoint on its loaded weights instead). Returns how many."""
+def recompute_corrections(model: nn.Module) -> int:
+    """Recompute every svd correction in ``model`` from its current weights (after an
+    initialisation outside mmengine's init chain, or to condition a model loaded from a
+    conditioned checkpoint on its loaded weights instead). Returns how many."""
     n = 0
     for m in model.modules():
-        if isinstance(m, SpectralLinear) and m.spectral.mode == 'svd' and (force or not m.fixed):
+        if isinstance(m, SpectralLinear) and m.spectral.mode == 'svd':
             m.recompute_correction()
             n += 1
     return n

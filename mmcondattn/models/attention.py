@@ -1,8 +1,8 @@
 """Conditioned attention layers: the stock mmpretrain / mmdet layers plus ``conditioning``.
 
-Each ``Conditioned*`` class subclasses its stock layer and keeps its forward: conditioning
-only swaps two child Linears for subclasses that share their Parameters (state-dict keys
-unchanged, spectral adds ``qkv.correction``):
+Conditioning an attention layer replaces two children with conditioned Linears that share
+their Parameters (state-dict keys unchanged, spectral adds ``qkv.correction``); the class and
+the forward stay stock (:func:`mmcondattn.conditioning.condition_attention_layer`):
 
 * spectral: ``qkv`` → :class:`~mmcondattn.conditioning.SpectralLinear` (W + C);
 * precond: ``proj`` → :class:`~mmcondattn.conditioning.PreconditionedLinear`, which scales each
@@ -12,8 +12,10 @@ unchanged, spectral adds ``qkv.correction``):
   the masked softmax and ``attn @ v`` per window in Swin, on the token rows of XCA's
   (B, heads, d, N) output).
 
-Token conditioning is not a layer matter: backbones apply ``TokenConditioner`` after the
-patch embedding. With conditioning off a conditioned layer is its stock layer.
+The four stock classes are registered in the adapter table of
+:func:`mmcondattn.condition_model`; the ``Conditioned*`` classes are the same layers with a
+``conditioning`` argument, for configs that build layers. Token conditioning is not a layer
+matter: backbones apply ``TokenConditioner`` after the patch embedding.
 """
 from contextlib import contextmanager
 from functools import partial
@@ -27,13 +29,14 @@ from mmpretrain.models.backbones.xcit import XCA
 from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from ..conditioning import (PreconditionedLinear, SpectralLinear, parse_conditioning,
-                            precondition)
+from ..conditioning import (PreconditionedLinear, condition_attention, precondition,
+                            parse_conditioning)
+from ..conditioning.model import (ATTENTION_ADAPTERS, AttentionAdapter,
+                                  condition_attention_layer, register_attention)
 
 __all__ = [
     'ConditionedMultiheadAttention', 'ConditionedWindowMSA', 'ConditionedDetWindowMSA',
-    'ConditionedXCA', 'condition_attention_modules', 'record_attention', 'attention_layers',
-    'CONDITIONED_LAYERS'
+    'ConditionedXCA', 'condition_attention_modules', 'record_attention', 'attention_layers'
 ]
 
 
@@ -50,16 +53,7 @@ class ConditionedAttentionMixin:
 
     def __init__(self, *args, conditioning=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._attach_conditioning(conditioning)
-
-    def _attach_conditioning(self, conditioning=None) -> None:
-        """Swap ``qkv`` / ``proj`` for their conditioned subclasses (same Parameters)."""
-        cfg = parse_conditioning(conditioning)
-        self.conditioning = cfg
-        if cfg.spectral is not None:
-            self.qkv = SpectralLinear.from_linear(self.qkv, cfg.spectral)
-        if cfg.precond is not None:
-            self.proj = PreconditionedLinear.from_linear(self.proj, self.num_heads, cfg.precond)
+        condition_attention_layer(self, parse_conditioning(conditioning))
 
 
 @_register
@@ -71,7 +65,7 @@ class ConditionedMultiheadAttention(ConditionedAttentionMixin, MultiheadAttentio
 @_register
 class ConditionedWindowMSA(ConditionedAttentionMixin, WindowMSA):
     """mmpretrain ``WindowMSA`` (Swin) with ``conditioning``; other args as the stock layer.
-    Pass it as ``ShiftWindowMSA(window_msa=...)`` or convert a built model."""
+    Pass it as ``ShiftWindowMSA(window_msa=...)`` or condition a built model."""
 
 
 @_register
@@ -85,47 +79,16 @@ class ConditionedXCA(ConditionedAttentionMixin, XCA):
     args as the stock layer."""
 
 
-# exact stock class -> conditioned subclass
-CONDITIONED_LAYERS = {
-    MultiheadAttention: ConditionedMultiheadAttention,
-    WindowMSA: ConditionedWindowMSA,
-    DetWindowMSA: ConditionedDetWindowMSA,
-    XCA: ConditionedXCA,
-}
-
-
 def condition_attention_modules(model: nn.Module, conditioning) -> int:
-    """Convert, in place, every stock attention layer of ``model`` into its conditioned
-    subclass (same Parameters, same state-dict keys plus ``qkv.correction`` for spectral).
-
-    Only exact instances of the four stock classes are converted (not other subclasses, nor
-    already conditioned layers). Nothing is converted when ``conditioning`` has no layer
-    method (precond, spectral): a tokens-only or empty config returns 0.
-
-    Returns:
-        int: the number of layers converted.
-    """
-    cfg = parse_conditioning(conditioning)
-    if not cfg.layer_methods:
-        return 0
-    n = 0
-    for m in list(model.modules()):
-        sub = CONDITIONED_LAYERS.get(type(m))
-        if sub is not None:
-            m.__class__ = sub
-            m._attach_conditioning(cfg)
-            n += 1
-    return n
-
-
-def _is_attention(m: nn.Module) -> bool:
-    return isinstance(m, tuple(CONDITIONED_LAYERS))
+    """Condition, in place, every supported attention layer of ``model`` (same classes and
+    Parameters; :func:`mmcondattn.conditioning.condition_attention`). Returns how many."""
+    return condition_attention(model, conditioning)
 
 
 def attention_layers(model: nn.Module):
-    """``[(name, module)]`` of the attention layers :func:`record_attention` records (stock
-    or conditioned, the four families), in module (= forward) order."""
-    return [(name, m) for name, m in model.named_modules() if _is_attention(m)]
+    """``[(name, module)]`` of the attention layers :func:`record_attention` records (every
+    class of the adapter table, stock or conditioned), in module (= forward) order."""
+    return [(name, m) for name, m in model.named_modules() if type(m) in ATTENTION_ADAPTERS]
 
 
 def _mha_attention(m: MultiheadAttention, qkv: torch.Tensor) -> torch.Tensor:
@@ -142,8 +105,8 @@ def _mha_attention(m: MultiheadAttention, qkv: torch.Tensor) -> torch.Tensor:
 
 @contextmanager
 def record_attention(model: nn.Module):
-    """Record attention matrices and head outputs of every attention layer (stock or
-    conditioned, the four families) while the ``with`` block runs forwards.
+    """Record attention matrices and head outputs of every attention layer of the adapter
+    table (stock or conditioned) while the ``with`` block runs forwards.
 
     Yields a dict ``{module name: {'x': X, 'attn': A, 'out': O[, 'out_cond': C·O]}}`` filled
     by each forward (last call wins), detached:
@@ -151,35 +114,53 @@ def record_attention(model: nn.Module):
     norm; (B·windows, Ws², C) windows for Swin); A (B, heads, N, N) softmax rows (window
     batches for Swin; (B, heads, d, d) channel attention for XCA); O (B, heads, N, d) head
     outputs before the projection; 'out_cond' the preconditioned outputs where precond is
-    on. Hooks are removed on exit.
+    on. Hooks are removed on exit; timm layers run their explicit (not fused) attention
+    path inside the block, so that A is formed.
     """
     records: Dict[str, dict] = {}
-    handles = []
+    handles, fused = [], []
+    try:
+        yield _hook_layers(model, records, handles, fused)
+    finally:
+        for h in handles:
+            h.remove()
+        for m in fused:
+            m.fused_attn = True
+
+
+def _hook_layers(model: nn.Module, records: Dict[str, dict], handles: list, fused: list):
     for name, m in attention_layers(model):
         rec = records.setdefault(name, {})
+        adapter = ATTENTION_ADAPTERS[type(m)]
+        if getattr(m, 'fused_attn', False):  # timm: the explicit path forms A
+            m.fused_attn = False
+            fused.append(m)
 
         def on_input(mod, args, kwargs, rec=rec):
             rec['x'] = (args[0] if args else kwargs['x']).detach()
 
         handles.append(m.register_forward_pre_hook(on_input, with_kwargs=True))
 
-        def on_proj(mod, args, m=m, rec=rec):
-            o = args[0].detach().unflatten(-1, (m.num_heads, -1)).transpose(-3, -2)
+        def on_proj(mod, args, heads=adapter.num_heads(m), rec=rec):
+            o = args[0].detach().unflatten(-1, (heads, -1)).transpose(-3, -2)
             rec['out'] = o  # (B, heads, N, d)
             if isinstance(mod, PreconditionedLinear):
                 p = mod.precond
                 rec['out_cond'] = precondition(o, p.eps, p.scale, p.detach)
 
-        handles.append(m.proj.register_forward_pre_hook(on_proj))
-        if isinstance(m, MultiheadAttention):
-            hook = (lambda mod, args, out, m=m, rec=rec: rec.__setitem__(
-                'attn', _mha_attention(m, out.detach())))
-            handles.append(m.qkv.register_forward_hook(hook))
+        handles.append(getattr(m, adapter.proj).register_forward_pre_hook(on_proj))
+        if adapter.attention_from_qkv is not None:
+            hook = (lambda mod, args, out, m=m, rec=rec, f=adapter.attention_from_qkv:
+                    rec.__setitem__('attn', f(m, out.detach())))
+            handles.append(getattr(m, adapter.qkv).register_forward_hook(hook))
         else:  # attn_drop receives the softmaxed (and masked) attention
             hook = (lambda mod, args, rec=rec: rec.__setitem__('attn', args[0].detach()))
             handles.append(m.attn_drop.register_forward_pre_hook(hook))
-    try:
-        yield records
-    finally:
-        for h in handles:
-            h.remove()
+    return records
+
+
+for _cls in (WindowMSA, DetWindowMSA, XCA, ConditionedWindowMSA, ConditionedDetWindowMSA,
+             ConditionedXCA):
+    register_attention(_cls)
+for _cls in (MultiheadAttention, ConditionedMultiheadAttention):
+    register_attention(_cls, AttentionAdapter(attention_from_qkv=_mha_attention))

@@ -132,13 +132,12 @@ def measure_conditioning(model: nn.Module,
     or mmpretrain classifier, else ``model`` itself), in eval mode, under ``no_grad`` with
     autocast off, its RNG state forked and every module's ``training`` flag restored after:
     a training run is unaffected (no RNG draw, no BatchNorm statistics update). Forward hooks
-    are attached for this call only. An svd spectral correction that still follows the
-    weights is fixed, as the first training forward would do.
+    are attached for this call only.
 
     Args:
-        model (nn.Module): a backbone with ViT (MultiheadAttention), Swin (WindowMSA, both
-            libraries) or XCiT (XCA) attention layers, stock or conditioned, or a model
-            holding one as ``backbone``.
+        model (nn.Module): a backbone with attention layers of the adapter table (ViT,
+            Swin, XCiT of OpenMMLab or timm), stock or conditioned, or a model holding one
+            as ``backbone``.
         inputs (Tensor): (B, 3, H, W) preprocessed images (the data preprocessor's output).
         dtype (torch.dtype): SVD precision. Defaults to float64.
 

@@ -18,6 +18,7 @@ from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from mmcondattn.conditioning import recompute_corrections
+from mmcondattn.conditioning.model import BackboneAdapter, register_backbone
 from .utils import (DropInBackbone, attach_conditioning, check_arch, check_kwargs,
                     local_pretrained, resolve_arch)
 
@@ -111,5 +112,10 @@ class ConditionedSwinDet(DropInBackbone, DetSwinTransformer):
                     not self.convert_weights:
                 BaseModule.init_weights(self)  # honours `prefix`, reports key mismatches
             else:
-                DetSwinTransformer.init_weights(self)  # mmdet's: outside mmengine's chain,
-                recompute_corrections(self)  # so refresh svd corrections from the new weights
+                DetSwinTransformer.init_weights(self)  # mmdet's: outside mmengine's chain
+                if cfg is None:  # it re-initialised the weights: follow them (a loaded
+                    recompute_corrections(self)  # checkpoint's corrections are kept)
+
+
+for _cls in (SwinTransformer, DetSwinTransformer):
+    register_backbone(_cls, BackboneAdapter(pos_drop='drop_after_pos'))

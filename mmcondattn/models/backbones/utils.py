@@ -12,9 +12,10 @@
   spelling (``embed_dims``, ``depths``, ...), with one error when both are given and differ;
   :func:`check_kwargs`: unknown arguments named with the valid ones; :func:`pop_fixed`:
   stock arguments a detection form supports with one value only.
-- :class:`PatchTokenConditioning` and :func:`attach_conditioning`: the conditioning of a
-  stock backbone: its attention modules are swapped for the conditioned ones and the
-  token conditioner is put on the patch tokens, without touching the stock ``forward``.
+- :func:`attach_conditioning`: the conditioning of a stock backbone: the ``qkv`` / ``proj``
+  children of its attention layers are swapped for conditioned ones and a
+  :class:`~mmcondattn.conditioning.PatchTokenConditioning` is put on the patch tokens,
+  without touching the stock ``forward``.
 - :func:`pad_to_multiple`: bottom/right zero padding, for the multi-scale detection forms.
 - :func:`register_classification_key_filter`: lets a detection form load a classifier
   checkpoint of the same arch (drops the keys only the classifier has).
@@ -29,10 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from mmcondattn.conditioning import (ConditioningConfig, TokenConditioner,
+from mmcondattn.conditioning import (ConditioningConfig, PatchTokenConditioning,
+                                     attach_token_conditioning, condition_attention,
                                      parse_conditioning)
 from mmcondattn.converters.classifier_to_detector import drop_classification_keys
-from ..attention import condition_attention_modules
 
 __all__ = [
     'BackboneConfigError', 'DropInBackbone', 'check_arch', 'resolve_arch', 'check_kwargs',
@@ -188,46 +189,6 @@ def pop_fixed(owner: str, kwargs: MutableMapping[str, Any],
     return dict(fixed)
 
 
-class PatchTokenConditioning(nn.Module):
-    """Token conditioning of the patch tokens of a (B, N, D) sequence.
-
-    The first ``num_extra_tokens`` tokens (class / register tokens) pass unchanged; the
-    other N - k go through ``conditioner``. Used through two hooks, so the stock
-    backbone's ``forward`` and state-dict keys stay as they are:
-
-    - :meth:`after_patch_embed` (forward hook of ``patch_embed``, whose output is
-      ``(tokens, hw_shape)``): conditions the tokens before the position embedding;
-    - :meth:`before_pos_drop` (forward pre-hook of the dropout that follows the position
-      embedding): conditions them after it.
-
-    Args:
-        conditioner (nn.Module): maps (B, n, D) -> (B, n, D); has no parameters.
-        num_extra_tokens (int): leading tokens to leave out. Defaults to 0.
-    """
-
-    def __init__(self, conditioner: nn.Module, num_extra_tokens: int = 0):
-        super().__init__()
-        self.conditioner = conditioner
-        self.num_extra_tokens = num_extra_tokens
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.num_extra_tokens
-        if k == 0:
-            return self.conditioner(x)  # (B, N, D)
-        return torch.cat([x[:, :k], self.conditioner(x[:, k:])], dim=1)  # (B, k + n, D)
-
-    def after_patch_embed(self, module, args, output):
-        tokens, *rest = output  # (B, N, D), hw_shape
-        return (self(tokens), *rest)
-
-    def before_pos_drop(self, module, args):
-        tokens, *rest = args  # (B, k + N, D)
-        return (self(tokens), *rest)
-
-    def extra_repr(self) -> str:
-        return f'num_extra_tokens={self.num_extra_tokens}'
-
-
 def attach_conditioning(backbone: nn.Module,
                         conditioning: Union[None, dict, ConditioningConfig],
                         patch_embed: nn.Module,
@@ -236,24 +197,17 @@ def attach_conditioning(backbone: nn.Module,
     """Condition a freshly built stock ``backbone`` in place.
 
     Sets ``backbone.conditioning`` (the parsed config) and
-    ``backbone.num_conditioned_attention`` (how many attention modules were converted);
+    ``backbone.num_conditioned_attention`` (how many attention layers were conditioned);
     with token conditioning on, adds ``backbone.token_conditioning``
-    (:class:`PatchTokenConditioning`, no parameters) and hooks it on ``patch_embed``
-    (position 'before_pos_embed') or on ``pos_drop`` (position 'after_pos_embed'; then
-    ``num_extra_tokens`` leading tokens are left out).
+    (:class:`~mmcondattn.conditioning.PatchTokenConditioning`, no parameters) hooked on
+    ``patch_embed`` (position 'before_pos_embed') or on ``pos_drop`` ('after_pos_embed';
+    then ``num_extra_tokens`` leading tokens are left out).
     """
     cfg = parse_conditioning(conditioning)
     backbone.conditioning = cfg
-    backbone.num_conditioned_attention = condition_attention_modules(backbone, cfg)
+    backbone.num_conditioned_attention = condition_attention(backbone, cfg)
     if cfg.tokens is not None:
-        before = cfg.tokens.position == 'before_pos_embed'
-        backbone.token_conditioning = PatchTokenConditioning(
-            TokenConditioner.from_cfg(cfg.tokens),
-            num_extra_tokens=0 if before else num_extra_tokens)
-        if before:
-            patch_embed.register_forward_hook(backbone.token_conditioning.after_patch_embed)
-        else:
-            pos_drop.register_forward_pre_hook(backbone.token_conditioning.before_pos_drop)
+        attach_token_conditioning(backbone, cfg.tokens, patch_embed, pos_drop, num_extra_tokens)
     return cfg
 
 

@@ -16,6 +16,7 @@ from mmdet.registry import MODELS as DET_MODELS
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
+from mmcondattn.conditioning.model import BackboneAdapter, register_backbone
 from .pyramid import SimplePyramid
 from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_arch,
                     check_kwargs, pad_to_multiple, pop_fixed,
@@ -99,3 +100,7 @@ class ConditionedViTDet(DropInBackbone, VisionTransformer):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = pad_to_multiple(x, SimplePyramid.strides[-1])  # (B, 3, H, W), H, W % 32 == 0
         return self.pyramid(super().forward(x))  # 1 or 4 maps (B, C, H/p, W/p) -> 4 levels
+
+
+register_backbone(VisionTransformer, BackboneAdapter(
+    pos_drop='drop_after_pos', num_prefix_tokens=lambda m: m.num_extra_tokens))

@@ -22,6 +22,7 @@ from mmpretrain.models.backbones import XCiT
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
+from mmcondattn.conditioning.model import BackboneAdapter, register_backbone
 from mmcondattn.converters.common import ConversionError, add_prefix
 from mmcondattn.converters.xcit import convert_xcit_backbone, is_source_xcit_backbone
 from .pyramid import SimplePyramid
@@ -210,3 +211,6 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
             if i in self.out_indices:
                 feats.append(x.transpose(1, 2).reshape(B, -1, Hp, Wp))  # (B, C, Hp, Wp)
         return self.pyramid(feats)
+
+
+register_backbone(XCiT, BackboneAdapter(pos_drop='pos_drop'))

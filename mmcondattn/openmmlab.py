@@ -1,0 +1,16 @@
+"""The OpenMMLab-facing part of mmcondattn: importing it checks the stack
+(:func:`~mmcondattn.stack.check_stack`), registers the layers, backbones and hooks in mmdet's,
+mmpretrain's and mmengine's registries, and applies the shims of :mod:`mmcondattn.compat`.
+
+``import mmcondattn`` does this by itself when mmengine is already imported (configs'
+``custom_imports=dict(imports=['mmcondattn'])``, the tools); ``import mmcondattn.openmmlab``
+always does.
+"""
+from .stack import check_stack
+
+check_stack()  # one clear error for a broken torch / torchvision / mmcv, before importing them
+
+from . import engine, models  # noqa: E402,F401  registers into mmdet / mmpretrain / mmengine
+from .compat import apply_shims  # noqa: E402
+
+apply_shims()
