@@ -17,6 +17,8 @@ setup(
     python_requires='>=3.9',
     # The OpenMMLab stack is installed by tools/setup_env.sh (mmcv must be built against the
     # installed torch); see docs/installation.md for existing and GPU environments.
-    install_requires=['numpy', 'matplotlib'],
+    install_requires=['numpy'],
+    # the plots of tools/analysis_tools/ (mmcondattn.analysis)
+    extras_require={'analysis': ['matplotlib']},
     license='Apache-2.0',
 )

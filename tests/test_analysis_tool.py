@@ -1,21 +1,20 @@
-"""tools/analysis_tools/conditioning.py: tables, CSV and PNG plots per layer for baseline and
-conditioned models of each family, checkpoints, and κ over training from the hook's logs."""
+"""Condition numbers per layer and over training (mmcondattn.analysis.condition_report and its
+command line, tools/analysis_tools/conditioning.py): tables, CSV and PNG plots per layer for
+baseline and conditioned models of each family, checkpoints, and κ over training from the
+hook's logs."""
 import csv
 import os.path as osp
 
 import pytest
 import torch
 
-from cond_helpers import ALL_METHODS, cls_config, kappa, scalars, train
-from conftest import load_tool, run_tool
+from cond_helpers import ALL_METHODS, cls_config, kappa, train
+from conftest import run_tool
+from mmcondattn.analysis.condition_report import logs_report, measure_models, read_logs
+from mmcondattn.analysis.logs import scalars_records
 
 TOOL = 'tools/analysis_tools/conditioning.py'
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-@pytest.fixture(scope='module')
-def tool():
-    return load_tool(TOOL)
 
 
 def _csv(path):
@@ -33,12 +32,12 @@ def _check_png(path):
 
 
 @pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
-def test_baseline_vs_conditioned_per_layer(family, tool, tmp_path):
+def test_baseline_vs_conditioned_per_layer(family, tmp_path):
     base = cls_config(tmp_path / f'{family}_base.py', family)
     cond = cls_config(tmp_path / f'{family}_cond.py', family, ALL_METHODS)
     out = tmp_path / 'out'
-    res = tool.main([base, '--compare', cond, '--labels', 'baseline', 'conditioned',
-                     '--out-dir', str(out), '--num-images', '2', '--img-size', '32'])
+    res = measure_models([('baseline', base, None), ('conditioned', cond, None)], str(out),
+                         num_images=2, img_size=32)
     for name in ('conditioning.md', 'conditioning.csv', 'conditioning_heads.csv'):
         assert (out / name).stat().st_size > 0
     _check_png(out / 'conditioning_layers.png')
@@ -57,14 +56,14 @@ def test_baseline_vs_conditioned_per_layer(family, tool, tmp_path):
     assert len(_csv(out / 'conditioning_heads.csv')) == 2 * 2 * 2  # models × layers × heads
 
 
-def test_checkpoint_and_dataset_images(tool, tmp_path):
+def test_checkpoint_and_dataset_images(tmp_path):
     """A checkpoint's weights are what is measured (κ(W) from svdvals of its weights); the
     config's test dataset is used when it exists."""
     from mmcondattn.datasets import make_imagenet_folder
     data = make_imagenet_folder(str(tmp_path / 'imnet'), num_train_per_class=0,
                                 num_val_per_class=1, img_size=40, seed=0)
     cfg = cls_config(tmp_path / 'xcit.py', 'xcit', dict(spectral=dict(lam=2.0)), data_root=data)
-    res0 = tool.main([cfg, '--out-dir', str(tmp_path / 'init'), '--num-images', '2'])
+    res0 = measure_models([('xcit', cfg, None)], str(tmp_path / 'init'), num_images=2)
     init = res0['results']['xcit']  # the initialised model's numbers
     assert res0['sources'] == {'xcit': '2 images of the test_dataloader dataset'}
     from mmengine.config import Config
@@ -74,7 +73,7 @@ def test_checkpoint_and_dataset_images(tool, tmp_path):
     net = MODELS.build(Config.fromfile(cfg).model)
     torch.save({'state_dict': net.state_dict(), 'meta': {}}, tmp_path / 'a.pth')
     out = tmp_path / 'ckpt'
-    tool.main([cfg, str(tmp_path / 'a.pth'), '--out-dir', str(out), '--num-images', '2'])
+    measure_models([('xcit@a', cfg, str(tmp_path / 'a.pth'))], str(out), num_images=2)
     rows = [r for r in _csv(out / 'conditioning.csv') if r['layer'] != 'tokens']
     w = net.backbone.xca_layers[1].attn.qkv.weight.detach().double().chunk(3)[0]
     want = kappa(w + 2.0 * torch.eye(32, dtype=torch.float64))
@@ -100,20 +99,18 @@ def test_mismatched_checkpoint_is_one_line(tmp_path):
     assert 'unexpected keys' in err and 'backbone.layers.0' in err
 
 
-def test_bad_labels_and_missing_config(tool, tmp_path, capsys):
+def test_bad_labels_and_missing_config(tmp_path):
     cfg = cls_config(tmp_path / 'vit.py', 'vit')
-    with pytest.raises(SystemExit) as e:
-        tool.main([cfg, '--labels', 'a', 'b'])
-    assert e.value.code == 2 and 'gives 2 labels for 1 models' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        tool.main([str(tmp_path / 'nope.py')])
-    assert 'config file not found' in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        tool.main(['--logs', str(tmp_path)])
-    assert 'no ConditionMonitorHook records' in capsys.readouterr().err
+    for args, message in (([cfg, '--labels', 'a', 'b'], 'gives 2 labels for 1 models'),
+                          ([str(tmp_path / 'nope.py')], 'config file not found'),
+                          (['--logs', str(tmp_path)], 'no ConditionMonitorHook records')):
+        r = run_tool([TOOL, *args], cwd=tmp_path)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and err.count('\n') == 0, r.stderr[-2000:]
+        assert err.startswith('error: ') and message in err
 
 
-def test_kappa_over_training_from_logs(tool, tmp_path):
+def test_kappa_over_training_from_logs(tmp_path):
     from mmcondattn.datasets import make_imagenet_folder
     data = make_imagenet_folder(str(tmp_path / 'imnet'), num_train_per_class=4,
                                 num_val_per_class=0, img_size=32, seed=0)
@@ -124,15 +121,16 @@ def test_kappa_over_training_from_logs(tool, tmp_path):
         train(cfg, tmp_path / name, f'logs_{name}')
         wds.append(str(tmp_path / name))
     out = tmp_path / 'out'
-    res = tool.main(['--logs', *wds, '--labels', 'baseline', 'conditioned', '--out-dir', str(out)])
+    runs = {label: read_logs(wd) for label, wd in zip(('baseline', 'conditioned'), wds)}
+    plotted = logs_report(runs, str(out))
     _check_png(out / 'conditioning_logs.png')
     assert (out / 'conditioning_logs.md').stat().st_size > 0
     for label, wd in zip(('baseline', 'conditioned'), wds):
-        logged = [r for r in scalars(wd) if 'cond/kappa_attn_mean' in r]
-        steps, vals = res['plotted']['cond/kappa_attn_mean'][label]
+        logged = [r for r in scalars_records(wd) if 'cond/kappa_attn_mean' in r]
+        steps, vals = plotted['cond/kappa_attn_mean'][label]
         assert steps == [r['step'] for r in logged] == [0, 1, 2, 3]
         assert vals == [r['cond/kappa_attn_mean'] for r in logged]
     rows = _csv(out / 'conditioning_logs.csv')
     assert {r['run'] for r in rows} == {'baseline', 'conditioned'}
-    tok = res['plotted']['cond/kappa_tokens']
+    tok = plotted['cond/kappa_tokens']
     assert max(tok['conditioned'][1]) <= 2 + 1e-6 < min(tok['baseline'][1])

@@ -11,18 +11,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mmcondattn  # noqa: F401  registers the backbones
-from mmcondattn.benchmark import (BEGIN, END, FAMILIES, METHODS, BenchmarkSettings, Row,
-                                  Timing, bench_backbone, bench_detectors, peak_memory,
-                                  render_markdown, time_alternating, write_markdown)
+from mmcondattn.analysis.benchmark import (FAMILIES, METHODS, BenchmarkSettings, Row,
+                                           bench_backbone, bench_detectors, render_markdown)
+from mmcondattn.analysis.report import write_markdown
+from mmcondattn.analysis.timing import Timing, peak_memory, time_alternating
 from mmcondattn.conditioning import (PreconditionedLinear, SpectralLinear, condition_number,
                                      condition_tokens, precondition, spectral_correction)
-from conftest import load_tool, run_tool
+from conftest import REPO, run_tool
 
 TOOL = 'tools/analysis_tools/benchmark_conditioning.py'
-
-
-def benchmark_tool():
-    return load_tool(TOOL)
+BEGIN, END = '<!-- benchmark:begin -->', '<!-- benchmark:end -->'
 
 
 def table(text, first_cell, after=''):
@@ -83,11 +81,10 @@ def test_tool_writes_a_markdown_table(tmp_path):
 @pytest.mark.parametrize('args,bad', [(['--families', 'vit', 'resnet'], "'resnet'"),
                                       (['--methods', 'precondition'], "'precondition'"),
                                       (['--img-size', 'seg=64'], "'seg'")])
-def test_bad_choices_get_one_error_listing_the_valid_ones(args, bad, capsys):
-    with pytest.raises(SystemExit) as e:
-        benchmark_tool().parse_args(args)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+def test_bad_choices_get_one_error_listing_the_valid_ones(args, bad, tmp_path):
+    res = run_tool([TOOL, *args], cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()[-1]
     assert bad in err and 'valid:' in err
     valid = {'--families': FAMILIES, '--methods': METHODS, '--img-size': ('cls', 'det')}[args[0]]
     assert all(v in err for v in valid)
@@ -143,15 +140,21 @@ def test_cpu_peak_memory_sees_the_allocator():
 
 
 def test_detector_rows_render():
-    """One Mask R-CNN iteration per detector (tiny backbones, 64 px), then its table."""
-    s = BenchmarkSettings(sizes=['det'], tiny=True, repeats=1, warmup=0, solvers=False)
+    """One Mask R-CNN iteration per detector (tiny backbones, 64 px), then its table; the
+    twin of the first row gets its weights."""
+    xcit = f'{REPO}/configs/xcit/mask-rcnn_xcit-s12-p16_%sfpn_ms-crop-3x_coco.py'
+    detectors = [('XCiT-S12/16 plain', xcit % ''), ('XCiT-S12/16 precond', xcit % 'precond_'),
+                 ('Swin-T stock mmdet (reference)',
+                  'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')]
+    s = BenchmarkSettings(sizes=['det'], tiny=True, repeats=1, warmup=0, solvers=False,
+                          detectors=detectors)
     rows = bench_detectors(s)
     text = render_markdown(dict(settings=s, started=datetime.datetime.now(),
                                 load_start=(0., 0., 0.), load_end=(0., 0., 0.), backbones=[],
                                 detectors=rows, solvers=[]), 'python tool --tiny')
     header, body = table(text, 'detector')
-    assert [r[0] for r in body] == ['XCiT-S12/16 plain', 'XCiT-S12/16 precond',
-                                    'Swin-T stock mmdet (reference)']
+    assert 'ratios against the first row (XCiT-S12/16 plain)' in text
+    assert [r[0] for r in body] == [label for label, _ in detectors]
     assert float(body[0][header.index('train ratio')]) == 1.0
     assert all(float(r[header.index('peak ratio')]) > 0 for r in body)
 
@@ -160,7 +163,7 @@ def test_detector_rows_render():
 def test_layer_row_conditions_a_copy_of_the_first_attention_layer(family):
     """The layer twin gets the input the layer sees in its backbone (Swin: window batches);
     spectral_folded times the same function as the plain layer plus lam·I."""
-    from mmcondattn.benchmark import _first_attention_input, bench_layer, build_plain
+    from mmcondattn.analysis.benchmark import _first_attention_input, bench_layer, build_plain
     s = BenchmarkSettings(families=[family], sizes=['cls'], tiny=True, repeats=2, warmup=0)
     row = bench_layer(family, 'cls', 'spectral_folded', s)
     backbone = build_plain(family, 'cls', (32, 32), tiny=True)
@@ -182,8 +185,8 @@ def test_backbone_row_twins_share_weights_and_differ_by_conditioning():
 
 @pytest.mark.parametrize('detach', [True, False])
 def test_preconditioned_linear_equals_per_head_reference(detach):
-    """Row scaling of the merged heads (fused SDPA kept) = METHODS.md §1 on (B, heads, N, d)
-    before the merge; forward and gradients, float32 rounding only (rtol 1e-5)."""
+    """Row scaling of the merged heads (fused SDPA kept) = preconditioning as docs/methods.md
+    states it, on (B, heads, N, d) before the merge; forward and gradients, float32 rounding only (rtol 1e-5)."""
     torch.manual_seed(0)
     b, heads, n, d = 2, 4, 9, 8
     proj = nn.Linear(heads * d, 16)
@@ -313,7 +316,7 @@ def test_spectral_identity_without_matmul_equals_w_plus_c(targets):
 
 def test_folded_backbone_equals_conditioned():
     """spectral_folded rows time the same function as spectral ones (rtol 1e-4)."""
-    from mmcondattn.benchmark import build_twins
+    from mmcondattn.analysis.benchmark import build_twins
     x = torch.randn(2, 3, 32, 32)
     _, cond = build_twins('vit', 'cls', 'spectral', (32, 32), tiny=True)
     _, folded = build_twins('vit', 'cls', 'spectral_folded', (32, 32), tiny=True)

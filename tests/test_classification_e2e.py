@@ -1,13 +1,12 @@
 """The classification path end to end (`make demo-cls` at a small scale): the quick-start
 classifier (a preconditioned XCiT on the generated ImageNet-style folders) trained with 2 CPU processes by tools/dist_train.sh, then
 evaluated (top-1) by tools/dist_test.sh, through mmpretrain's stock dataset, head and metric."""
-import glob
-import json
 import os.path as osp
 
 import pytest
 
 from conftest import REPO, run_tool
+from mmcondattn.analysis.logs import scalars_records
 
 CLS_CONFIG = osp.join(REPO, 'configs/demo/xcit-n-p8_precond_shapes-cls.py')
 SHORT = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
@@ -36,8 +35,7 @@ def test_classifier_dist_train_then_dist_test(imagenet_workspace):
     assert 'CPU distributed run: process group: gloo' in out
     ckpt = osp.join(wd, 'epoch_1.pth')
     assert osp.isfile(ckpt)
-    val = [json.loads(line) for p in glob.glob(osp.join(wd, '*', 'vis_data', 'scalars.json'))
-           for line in open(p) if 'accuracy/top1' in line]
+    val = [r for r in scalars_records(wd) if 'accuracy/top1' in r]
     assert val and 0. <= val[-1]['accuracy/top1'] <= 100.
 
     r = run_tool(['tools/dist_test.sh', CLS_CONFIG, ckpt, '2', '--work-dir',

@@ -1,18 +1,16 @@
-"""The small-scale study tool (tools/analysis_tools/conditioning_study.py): real runs of the
-tiny study configs on generated data, the report and plots it writes, and its arithmetic."""
+"""The small-scale study (mmcondattn.analysis.study and its command line,
+tools/analysis_tools/conditioning_study.py): real runs of the tiny study configs on generated
+data, the report and plots it writes, its presets and its arithmetic."""
 import json
 
 import matplotlib.image as mpimg
 import pytest
 
-from conftest import load_tool, run_tool
+from conftest import run_tool
+from mmcondattn.analysis.study import conditioning_of, summarize
 from test_fashion_mnist import write_fixture
 
 TOOL = 'tools/analysis_tools/conditioning_study.py'
-
-
-def _study_module():
-    return load_tool(TOOL)
 
 
 @pytest.mark.slow
@@ -52,7 +50,6 @@ def test_study_trains_reports_and_reuses_runs(tmp_path):
 
 
 def test_summary_arithmetic():
-    study = _study_module()
     kappa = dict(layers=[dict(kappa_attn=4., kappa_out_proj=2., kappa_x=8.)], tokens=None)
 
     def rec(method, seed, curve):
@@ -62,7 +59,7 @@ def test_summary_arithmetic():
     records = [rec('baseline', 0, [10, 50, 60]), rec('baseline', 1, [20, 40, 80]),
                rec('precond', 0, [30, 70, 90]), rec('precond', 1, [50, 70, 60]),
                rec('tokens', 0, [10, 20, 30]), rec('tokens', 1, [10, 20, 40])]
-    rows = {r['method']: r for r in study.summarize(records, ['baseline', 'precond', 'tokens'])}
+    rows = {r['method']: r for r in summarize(records, ['baseline', 'precond', 'tokens'])}
     assert rows['baseline']['final'] == pytest.approx((70., 14.1421356))
     assert rows['baseline']['reach'] == 3
     assert rows['precond']['reach'] == 2  # mean curve 40, 70 >= 70: the baseline's final mean
@@ -75,8 +72,22 @@ def test_unknown_method_is_one_line(tmp_path):
     r = run_tool([TOOL, '--methods', 'baseline', 'precnd'], cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == ("error: unknown method 'precnd'; valid: baseline, precond, "
-                                "spectral, spectral_lam1, tokens, all, spectral_lam<λ> (e.g. "
-                                "spectral_lam0.5)")
+                                "spectral, tokens, all, spectral_lam<λ> (e.g. spectral_lam0.5)")
+
+
+def test_methods_are_the_presets_with_the_task_s_solver_and_lambda():
+    """The shapes tasks condition tokens with the exact svd solver (flat shapes give repeated
+    token rows), fmnist with the default one and spectral at the family's best λ; a
+    ``spectral_lam<λ>`` name is spectral at that λ on every task; the presets stay as they
+    were (each call gets a copy)."""
+    assert conditioning_of('cls', 'baseline') == {}
+    assert conditioning_of('cls', 'spectral') == dict(spectral=dict())
+    assert conditioning_of('det', 'all') == dict(precond=dict(), spectral=dict(),
+                                                 tokens=dict(solver='svd'))
+    assert conditioning_of('fmnist', 'tokens') == dict(tokens=dict())
+    assert conditioning_of('fmnist', 'all', lam=2.) == dict(precond=dict(),
+                                                            spectral=dict(lam=2.), tokens=dict())
+    assert conditioning_of('cls', 'spectral_lam1') == dict(spectral=dict(lam=1.))
 
 
 @pytest.mark.slow

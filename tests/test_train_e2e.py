@@ -1,23 +1,15 @@
 """The user's commands end to end on the generated dataset: train, evaluate, resume, 2-process
 CPU training, and one-line errors that leave existing work untouched."""
-import glob
-import json
 import os.path as osp
 
 import pytest
 
 from conftest import DEMO_CONFIG, run_tool
+from mmcondattn.analysis.logs import scalars_records
 
 # 8 train images, batch 2: 4 iterations an epoch.
 SHORT = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
          'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
-
-
-def _scalars(work_dir):
-    rows = []
-    for path in glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')):
-        rows += [json.loads(line) for line in open(path)]
-    return rows
 
 
 def _ckpt_meta(path):
@@ -36,10 +28,10 @@ def trained(coco_workspace):
 
 def test_train_writes_checkpoint_and_coco_metrics(trained):
     assert osp.isfile(osp.join(trained, 'epoch_1.pth'))
-    metrics = [r for r in _scalars(trained) if 'coco/bbox_mAP' in r]
+    metrics = [r for r in scalars_records(trained) if 'coco/bbox_mAP' in r]
     assert metrics and 'coco/segm_mAP' in metrics[-1]
     assert 0.0 <= metrics[-1]['coco/bbox_mAP'] <= 1.0
-    losses = [r['loss'] for r in _scalars(trained) if 'loss' in r]
+    losses = [r['loss'] for r in scalars_records(trained) if 'loss' in r]
     assert len(losses) == 4 and all(map(lambda v: v == v, losses))  # finite, one per iteration
 
 

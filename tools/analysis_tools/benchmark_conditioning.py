@@ -8,16 +8,25 @@ Examples::
     python tools/analysis_tools/benchmark_conditioning.py --families xcit --methods precond \\
         --device cuda --out work_dirs/bench.md
 
-See :mod:`mmcondattn.benchmark` for what is measured and how.
+See :mod:`mmcondattn.analysis.benchmark` for what is measured and how.
 """
 import argparse
+import os.path as osp
 import sys
 
 import torch
 
-import mmcondattn  # noqa: F401  registers the conditioned backbones
-from mmcondattn.benchmark import (FAMILIES, METHODS, SIZES, BenchmarkSettings, command_line,
-                                  render_markdown, run_benchmark, write_markdown)
+from mmcondattn.analysis.benchmark import (FAMILIES, METHODS, SIZES, BenchmarkSettings,
+                                           render_markdown, run_benchmark)
+from mmcondattn.analysis.report import command_line, write_markdown
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# whole Mask R-CNN rows: (label, config); ratios are against the first row (plain XCiT-S12)
+DETECTORS = (
+    ('XCiT-S12/16 plain', 'configs/xcit/mask-rcnn_xcit-s12-p16_fpn_ms-crop-3x_coco.py'),
+    ('XCiT-S12/16 precond', 'configs/xcit/mask-rcnn_xcit-s12-p16_precond_fpn_ms-crop-3x_coco.py'),
+    ('Swin-T stock mmdet (reference)', 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'),
+)
 
 
 def parse_hw(text: str):
@@ -69,7 +78,9 @@ def parse_args(argv=None):
             families=args.families, methods=args.methods, sizes=args.sizes,
             img_size=img_size, batch_size=batch, repeats=args.repeats, warmup=args.warmup,
             device=args.device, tiny=args.tiny, layers=not args.no_layers,
-            detectors=not args.no_detector,
+            detectors=() if args.no_detector else [
+                (label, cfg if cfg.startswith('mmdet::') else osp.join(REPO, cfg))
+                for label, cfg in DETECTORS],
             solvers=not args.no_solvers)
     except ValueError as e:
         p.error(str(e))
@@ -79,7 +90,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args, settings = parse_args(argv)
     text = render_markdown(run_benchmark(settings), command_line(
-        sys.argv if argv is None else [sys.argv[0], *argv]))
+        sys.argv if argv is None else [sys.argv[0], *argv], root=REPO))
     if args.out:
         write_markdown(args.out, text)
         print(f'wrote {args.out}')

@@ -1,63 +1,48 @@
 """Speed and memory of conditioned models against their unconditioned twins (docs/performance.md).
 
-The logic of ``tools/analysis_tools/benchmark_conditioning.py``. Each backbone row builds a
-plain backbone and its conditioned twin with the same weights (the plain state dict is loaded
-into the conditioned one), warms both up, then times them alternately in this process (the
-order flips every round) and reports median times and the ratio conditioned / plain (the
+Each backbone row builds a plain backbone and its conditioned twin with the same weights (the
+plain state dict is loaded into the conditioned one), warms both up, then times them
+alternately (:mod:`.timing`) and reports median times and the ratio conditioned / plain (the
 median over rounds of the two back-to-back calls' ratio, with its interquartile range) of:
 
 * ``train``: one training step of the backbone: forward, ``sum(out.sum())``, backward;
 * ``infer``: one forward in eval mode under ``torch.no_grad()``;
-* ``peak``: peak memory of the training step = bytes of the model's parameters and buffers
-  plus the largest growth of allocated bytes during the step (gradients included). CUDA: the
-  caching allocator's ``max_memory_allocated``. CPU: every allocation and free of torch's CPU
-  allocator as ``torch.profiler`` records them (``profile_memory=True``), summed in time order
-  (an allocator peak, like CUDA's; RSS would also see the allocator's caching and the Python
-  heap).
+* ``peak``: peak memory of the training step (:func:`.timing.peak_memory`).
 
 Whole-detector rows time one Mask R-CNN training iteration (data preprocessor, ``model.loss``,
-backward) on a synthetic batch built with mmdet's ``DetDataSample`` / ``InstanceData``, for the
-repository's configs. The token-solver table times each solver of method 3 on the real patch
-tokens of each backbone row and checks κ(X + C) <= 2.
+backward) on a synthetic batch built with mmdet's ``DetDataSample`` / ``InstanceData``, for
+the configs given in :class:`BenchmarkSettings`. The token-solver table times each solver of
+method 3 on the real patch tokens of each backbone row and checks κ(X + C) <= 2.
 
 This is a benchmark: it measures and reports, it asserts nothing about speed.
 """
 import copy
 import datetime
-import gc
 import itertools
 import logging
 import os
-import os.path as osp
 import platform
-import shlex
-import statistics
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from .conditioning import condition_number, fold_conditioning, token_correction
-from .conditioning.options import TOKEN_SOLVERS
+from ..compat import replace_syncbn
+from ..conditioning import condition_number, fold_conditioning, token_correction
+from ..conditioning.options import TOKEN_SOLVERS
+from .presets import PRESETS, check_choices, preset
+from .report import machine
+from .timing import Timing, peak_memory, time_alternating
 
 __all__ = [
-    'FAMILIES', 'METHODS', 'SIZES', 'BenchmarkSettings', 'check_choices', 'build_twins',
-    'Timing', 'time_alternating', 'peak_memory', 'bench_backbone', 'bench_layer',
-    'bench_detectors', 'bench_solvers', 'run_benchmark', 'render_markdown', 'write_markdown'
+    'FAMILIES', 'METHODS', 'SIZES', 'BenchmarkSettings', 'build_twins', 'bench_backbone',
+    'bench_layer', 'bench_detectors', 'bench_solvers', 'run_benchmark', 'render_markdown'
 ]
 
 FAMILIES = ('vit', 'swin', 'xcit')
-# method: (conditioning, fold the spectral corrections after loading the weights)
-METHODS = {
-    'precond': (dict(precond=dict()), False),
-    'spectral': (dict(spectral=dict()), False),
-    'spectral_folded': (dict(spectral=dict()), True),
-    'tokens': (dict(tokens=dict()), False),
-    'all': (dict(precond=dict(), spectral=dict(), tokens=dict()), False),
-}
+# the conditioned presets, each timed against its baseline twin
+METHODS = tuple(name for name in PRESETS if name != 'baseline')
 SIZES = ('cls', 'det')
 # family: (registered name, arch, tiny arch for tests)
 BACKBONES = {
@@ -67,13 +52,6 @@ BACKBONES = {
              dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
     'xcit': ('ConditionedXCiT', 's12', dict(embed_dims=64, depth=4, num_heads=4)),
 }
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-# whole Mask R-CNN: (label, config); ratios are against the first row (plain XCiT-S12)
-DETECTORS = (
-    ('XCiT-S12/16 plain', 'configs/xcit/mask-rcnn_xcit-s12-p16_fpn_ms-crop-3x_coco.py'),
-    ('XCiT-S12/16 precond', 'configs/xcit/mask-rcnn_xcit-s12-p16_precond_fpn_ms-crop-3x_coco.py'),
-    ('Swin-T stock mmdet (reference)', 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'),
-)
 # tests: RoI sampling and the box head's width cut too (the stock heads dominate at 64 px)
 TINY_DETECTOR_HEADS = dict(rpn_samples=32, proposals=64, rcnn_samples=16, fc_channels=64)
 TINY_DETECTOR_BACKBONES = {  # backbone overrides, neck input channels
@@ -83,20 +61,14 @@ TINY_DETECTOR_BACKBONES = {  # backbone overrides, neck input channels
 }
 
 
-def check_choices(what: str, values: Sequence[str], valid: Sequence[str]) -> List[str]:
-    """``values`` as a list; one ValueError naming the bad ones and listing ``valid``."""
-    bad = [v for v in values if v not in valid]
-    if bad:
-        raise ValueError(f'unknown {what} {", ".join(map(repr, bad))}; valid: '
-                         f'{", ".join(valid)}')
-    return list(values)
-
-
 @dataclass
 class BenchmarkSettings:
-    """What to run. ``img_size``: size -> (H, W); batch sizes: per size."""
+    """What to run. ``img_size``: size -> (H, W); batch sizes: per size (defaults depend
+    on the device and ``tiny``). ``detectors``: ``(label, config)`` of the whole-detector
+    rows (a config file or an ``mmdet::`` one), timed against the first; twins of the first
+    (the same state-dict keys) get its weights. ``tiny``: tiny archs and images (tests)."""
     families: Sequence[str] = FAMILIES
-    methods: Sequence[str] = tuple(METHODS)
+    methods: Sequence[str] = METHODS
     sizes: Sequence[str] = SIZES
     img_size: Dict[str, Tuple[int, int]] = field(default_factory=dict)
     batch_size: Dict[str, int] = field(default_factory=dict)
@@ -105,12 +77,12 @@ class BenchmarkSettings:
     device: str = 'cpu'
     tiny: bool = False
     layers: bool = True
-    detectors: bool = True
+    detectors: Sequence[Tuple[str, str]] = ()
     solvers: bool = True
 
     def __post_init__(self):
         self.families = check_choices('family', self.families, FAMILIES)
-        self.methods = check_choices('method', self.methods, tuple(METHODS))
+        self.methods = check_choices('method', self.methods, METHODS)
         self.sizes = check_choices('size', self.sizes, SIZES)
         check_choices('size', list(self.img_size) + list(self.batch_size), SIZES)
         cuda = self.device.startswith('cuda')
@@ -169,7 +141,7 @@ def build_twins(family: str, size: str, method: str, hw: Tuple[int, int], tiny: 
     conditioned one; only the spectral ``*.correction`` buffers may be missing from it.
     ``spectral_folded`` folds the corrections after loading.
     """
-    conditioning, fold = METHODS[method]
+    conditioning, fold = preset(method)
     plain = build_plain(family, size, hw, tiny, seed=seed)
     cond = _build(size, dict(backbone_cfg(family, size, hw, tiny), conditioning=conditioning))
     missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
@@ -182,11 +154,6 @@ def build_twins(family: str, size: str, method: str, hw: Tuple[int, int], tiny: 
 
 
 # --- measuring ------------------------------------------------------------------------------
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
 
 def _outputs(out) -> List[torch.Tensor]:
     return [out] if isinstance(out, torch.Tensor) else [o for o in out]
@@ -209,118 +176,6 @@ def infer_step(model: nn.Module, x, kwargs: Optional[dict] = None) -> None:
     model.eval()
     with torch.no_grad():
         _call(model, x, kwargs)
-
-
-@dataclass
-class Timing:
-    """Seconds of each model's calls, ``samples[model][round]``, timed in alternation.
-
-    Ratios pair the calls of one round (model i against ``ref``, measured back to back), so
-    a slow drift of the machine cancels; their quartiles say how far one ratio is to trust.
-    """
-    samples: List[List[float]]
-
-    def median(self, i: int) -> float:
-        return statistics.median(self.samples[i])
-
-    def ratios(self, i: int = 1, ref: int = 0) -> List[float]:
-        return [t / r for t, r in zip(self.samples[i], self.samples[ref])]
-
-    def ratio(self, i: int = 1, ref: int = 0) -> float:
-        """Median over rounds of time(i) / time(ref)."""
-        return statistics.median(self.ratios(i, ref))
-
-    def ratio_iqr(self, i: int = 1, ref: int = 0) -> Tuple[float, float]:
-        """First and third quartile of the paired ratios (both the ratio for one round)."""
-        r = self.ratios(i, ref)
-        if len(r) < 2:
-            return r[0], r[0]
-        q1, _, q3 = statistics.quantiles(r, n=4, method='inclusive')
-        return q1, q3
-
-    def pair(self, i: int, ref: int = 0) -> 'Timing':
-        """The timing of ``ref`` and ``i`` alone (their rounds kept paired)."""
-        return Timing([self.samples[ref], self.samples[i]])
-
-
-def time_alternating(models: Sequence[nn.Module], step: Callable[[nn.Module], None],
-                     warmup: int, repeats: int, device: torch.device) -> Timing:
-    """Seconds of ``step(model)`` per model and round: ``warmup`` untimed calls each, then
-    ``repeats`` rounds calling every model once, in reversed order every other round."""
-    for m in models:
-        for _ in range(warmup):
-            step(m)
-    times = [[] for _ in models]
-    for r in range(repeats):
-        order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
-        for i in order:
-            _sync(device)
-            t0 = time.perf_counter()
-            step(models[i])
-            _sync(device)
-            times[i].append(time.perf_counter() - t0)
-    return Timing(times)
-
-
-def _state_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size()
-               for t in itertools.chain(model.parameters(), model.buffers()))
-
-
-def _event_span_ns(event):
-    """(start, end) of a profiler event in ns (torch < 2.2 events only have ``*_us``)."""
-    if hasattr(event, 'start_ns'):
-        return event.start_ns(), event.end_ns()
-    return event.start_us() * 1000, (event.start_us() + event.duration_us()) * 1000
-
-
-def _cpu_allocation_growth(prof, names: Sequence[str]) -> List[int]:
-    """Largest growth of bytes held by torch's CPU allocator inside each profiled range."""
-    events = list(prof.profiler.kineto_results.events())
-    mem = sorted(((_event_span_ns(e)[0], e.nbytes()) for e in events  # allocations before frees
-                  if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU),
-                 key=lambda tn: (tn[0], -tn[1]))
-    growth = []
-    for name in names:
-        start, end = _event_span_ns(next(e for e in events if e.name() == name))
-        held = peak = 0
-        for t, nbytes in mem:
-            if start <= t <= end:
-                held += nbytes
-                peak = max(peak, held)
-        growth.append(peak)
-    return growth
-
-
-def peak_memory(models: Sequence[nn.Module], step: Callable[[nn.Module], None],
-                device: torch.device) -> List[int]:
-    """Bytes per model: its parameters and buffers + the peak growth of allocated memory
-    during one ``step(model)`` (gradients are freed first, so they count as growth). On CPU
-    all models run in one profiler session (starting one costs seconds)."""
-    names = [f'peak_memory_{i}' for i in range(len(models))]
-    growth = []
-    if device.type == 'cuda':
-        for m in models:
-            m.zero_grad(set_to_none=True)
-            gc.collect()
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            base = torch.cuda.memory_allocated(device)
-            step(m)
-            torch.cuda.synchronize(device)
-            growth.append(torch.cuda.max_memory_allocated(device) - base)
-            m.zero_grad(set_to_none=True)
-    else:
-        from torch.profiler import ProfilerActivity, profile, record_function
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            for m, name in zip(models, names):
-                m.zero_grad(set_to_none=True)
-                gc.collect()
-                with record_function(name):
-                    step(m)
-                m.zero_grad(set_to_none=True)
-        growth = _cpu_allocation_growth(prof, names)
-    return [_state_bytes(m) + g for m, g in zip(models, growth)]
 
 
 @dataclass
@@ -359,7 +214,7 @@ LAYER_CALLS = 10  # layer calls per timed sample: one call is too short to time 
 def _first_attention_input(model: nn.Module, x: torch.Tensor):
     """(layer, args, kwargs): the first attention layer of ``model`` and what it receives
     when ``model`` runs on ``x`` (window batches and mask for Swin)."""
-    from .models.attention import attention_layers
+    from ..models.attention import attention_layers
     layer = attention_layers(model)[0][1]
     seen = {}
 
@@ -386,13 +241,13 @@ def bench_layer(family: str, size: str, method: str, s: BenchmarkSettings) -> Ro
     on the input that layer gets from an image batch of ``size``. Each timed sample is
     LAYER_CALLS calls. A conditioned backbone differs from the plain one only inside these
     layers (tokens aside), so the layer's time ratio bounds the backbone's from above."""
-    from .models.attention import condition_attention_modules
+    from ..models.attention import condition_attention_modules
     device = torch.device(s.device)
     hw, batch = s.img_size[size], s.batch_size[size]
     plain_backbone = build_plain(family, size, hw, s.tiny).to(device)
     plain, args, kwargs = _first_attention_input(
         plain_backbone, torch.randn(batch, 3, *hw, device=device))
-    conditioning, fold = METHODS[method]
+    conditioning, fold = preset(method)
     cond = copy.deepcopy(plain)
     condition_attention_modules(cond, conditioning)
     if fold:
@@ -416,30 +271,18 @@ def bench_layer(family: str, size: str, method: str, s: BenchmarkSettings) -> Ro
 
 # --- whole detector -------------------------------------------------------------------------
 
-def _replace_sync_bn(cfg):
-    """SyncBN -> BN everywhere in a config (one process)."""
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for v in cfg.values():
-            _replace_sync_bn(v)
-    elif isinstance(cfg, (list, tuple)):
-        for v in cfg:
-            _replace_sync_bn(v)
-    return cfg
-
-
 def build_detector(config: str, tiny: bool = False) -> nn.Module:
-    """A Mask R-CNN from a repository config (or an ``mmdet::`` one), BN instead of SyncBN,
-    no pretrained weights; ``tiny`` shrinks the backbone (tests)."""
+    """A Mask R-CNN from a config file (or an ``mmdet::`` one), BN instead of SyncBN, no
+    pretrained weights; ``tiny`` shrinks the backbone (tests)."""
     from mmengine.config import Config
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
     if config.startswith('mmdet::'):  # Config.fromfile does not resolve mmdet:: directly
         cfg = Config.fromstring(f"_base_ = '{config}'\n", '.py')
     else:
-        cfg = Config.fromfile(osp.join(REPO, config))
-    model = _replace_sync_bn(cfg.model)  # a ConfigDict, as the runner builds it
+        cfg = Config.fromfile(config)
+    model = cfg.model  # a ConfigDict, as the runner builds it
+    replace_syncbn(model)
     model.backbone.init_cfg = None
     if tiny:
         overrides, channels = TINY_DETECTOR_BACKBONES[model.backbone.type]
@@ -491,18 +334,21 @@ def detector_step(model: nn.Module, data: dict) -> None:
 
 
 def bench_detectors(s: BenchmarkSettings) -> List[Row]:
-    """The DETECTORS, timed together (alternating); ratios against the first (plain)."""
+    """The detectors of ``s``, timed together (alternating); ratios against the first."""
     device = torch.device(s.device)
     torch.manual_seed(0)
-    models = [build_detector(cfg, s.tiny).to(device) for _, cfg in DETECTORS]
-    models[1].load_state_dict(models[0].state_dict())  # the precond twin: same weights
+    models = [build_detector(cfg, s.tiny).to(device) for _, cfg in s.detectors]
+    first = models[0].state_dict()
+    for m in models[1:]:
+        if m.state_dict().keys() == first.keys():  # a twin of the first: the same weights
+            m.load_state_dict(first)
     hw, batch = s.img_size['det'], s.batch_size['det']
     data = detection_batch(batch, hw)
     step = lambda m: detector_step(m, data)  # noqa: E731
     train = time_alternating(models, step, s.warmup, s.repeats, device)
     peak = peak_memory(models, step, device)
     return [Row((label, ), (batch, 3, *hw), train.pair(i), None, (peak[0], p))
-            for i, ((label, _), p) in enumerate(zip(DETECTORS, peak))]
+            for i, ((label, _), p) in enumerate(zip(s.detectors, peak))]
 
 
 # --- token solvers ---------------------------------------------------------------------------
@@ -559,9 +405,9 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
         log(f'[{i}/{len(jobs)}] {family} {size} {method}: train x{row.train.ratio():.3f}, '
             f'infer x{row.infer.ratio():.3f}, peak x{row.peak_ratio:.3f}')
     if s.layers:
-        from .conditioning import parse_conditioning
+        from ..conditioning import parse_conditioning
         layer_jobs = [(size, family, method) for size, family, method in jobs
-                      if parse_conditioning(METHODS[method][0]).layer_methods]
+                      if parse_conditioning(PRESETS[method].conditioning).layer_methods]
         for size, family, method in layer_jobs:
             row = bench_layer(family, size, method, s)
             result['layers'].append(row)
@@ -580,18 +426,6 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
                 f'{k} {v["ms"]:.1f} ms' for k, v in sol['solvers'].items()))
     result['load_end'] = os.getloadavg()
     return result
-
-
-def machine() -> str:
-    """'CPU model (N cores)' or the GPU's name, for the table header."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return f'{cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})'
 
 
 def _ms(t: float) -> str:
@@ -651,7 +485,7 @@ def render_markdown(result: dict, command: str) -> str:
     if result['detectors']:
         lines += [
             'Mask R-CNN, one training iteration (preprocess, loss, backward), ratios against '
-            'the plain XCiT-S12/16 detector:',
+            f'the first row ({result["detectors"][0].label[0]}):',
             '',
             '| detector | input | train ms | train ratio | train ratio IQR | peak MiB '
             '| peak ratio |',
@@ -680,29 +514,3 @@ def render_markdown(result: dict, command: str) -> str:
                          f'{sol["kappa_x"]:.3g} | ' + ' | '.join(cells) + ' |')
         lines.append('')
     return '\n'.join(lines)
-
-
-BEGIN, END = '<!-- benchmark:begin -->', '<!-- benchmark:end -->'
-
-
-def write_markdown(path: str, text: str, tag: str = 'benchmark') -> None:
-    """Write ``text`` to ``path``; if ``path`` exists with ``<!-- {tag}:begin -->`` /
-    ``<!-- {tag}:end -->`` markers, replace only what lies between them (docs keep their
-    prose, the tables are regenerated)."""
-    begin, end = f'<!-- {tag}:begin -->', f'<!-- {tag}:end -->'
-    old = open(path).read() if osp.exists(path) else ''
-    if begin in old and end in old.split(begin, 1)[1]:
-        head, rest = old.split(begin, 1)
-        text = f'{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}'
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write(text if text.endswith('\n') else text + '\n')
-
-
-def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """The command as typed (script path relative to the repository when inside it)."""
-    argv = list(sys.argv if argv is None else argv)
-    script = osp.abspath(argv[0])
-    if script.startswith(REPO + os.sep):
-        argv[0] = osp.relpath(script, REPO)
-    return 'python ' + shlex.join(argv)

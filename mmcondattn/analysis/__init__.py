@@ -1,0 +1,19 @@
+"""Analysis behind the tools in ``tools/analysis_tools/``, one module per idea.
+
+=====================  ===================================================================
+module                 what
+=====================  ===================================================================
+``presets``            the named method presets (baseline, precond, spectral, tokens, all)
+``logs``               reading mmengine's ``vis_data/scalars.json``
+``timing``             paired timings of twin models and their memory peaks
+``benchmark``          speed and memory of conditioned models against their twins
+``condition_report``   condition numbers per layer (models, checkpoints) and over training
+``study``              the small-scale training study
+``report``             markdown pages with generated parts, command lines, plotting
+=====================  ===================================================================
+
+Importing any of them imports :mod:`mmcondattn.openmmlab` (the registries the analyses build
+their models from); matplotlib is imported only where a plot is drawn (``pip install
+matplotlib``).
+"""
+from .. import openmmlab  # noqa: F401
