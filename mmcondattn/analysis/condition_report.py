@@ -38,7 +38,6 @@ LOG_KEYS = (('cond/kappa_attn_mean', 'κ(A), layer mean'),
             ('cond/entropy_attn_mean', 'attention entropy, layer mean'))
 
 
-
 def _keys_line(keys, n=4):
     keys = sorted(keys)
     return ', '.join(keys[:n]) + (f', ... ({len(keys)} in all)' if len(keys) > n else '')
