@@ -205,3 +205,21 @@ def test_architecture_doc_example_runs():
     exec(code.group(1), scope)
     assert scope['logits'].shape == (1, 1000)
     assert isinstance(scope['model'].blocks[0].attn.proj, PreconditionedLinear)
+
+
+@pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
+def test_measure_conditioning_on_timm_models(family):
+    from mmcondattn.models.probe import measure_conditioning
+    model, x = build(family)
+    x = 1. + 1e-2 * x  # nearly flat images: ill-conditioned tokens
+    seen = {}
+    model.patch_embed.register_forward_hook(lambda m, a, y: seen.update(
+        x=(y[0] if isinstance(y, tuple) else y).flatten(1, -2)))  # (B, N, D), NHWC for Swin
+    stock = measure_conditioning(model, x)
+    kappa = condition_number(seen['x']).mean().item()
+    assert stock['tokens']['kappa'] == pytest.approx(kappa, rel=1e-9) and kappa > 2.5
+    condition_model(model, dict(spectral=dict(mode='svd'), tokens=dict()))
+    cond = measure_conditioning(model, x)
+    assert len(cond['layers']) == len(stock['layers']) == len(layers(model, family))
+    assert all(row['kappa_wq'] <= 2 + 1e-4 for row in cond['layers'])
+    assert cond['tokens']['kappa'] <= 2 + 1e-3

@@ -28,7 +28,7 @@ __all__ = [
     'AttentionAdapter', 'BackboneAdapter', 'ATTENTION_ADAPTERS', 'BACKBONE_ADAPTERS',
     'register_attention', 'register_backbone', 'condition_model', 'condition_attention',
     'condition_attention_layer', 'attach_token_conditioning', 'PatchTokenConditioning',
-    'attention_adapter'
+    'attention_adapter', 'load_adapters', 'supported'
 ]
 
 
@@ -106,14 +106,16 @@ def _backbone_adapter(module: nn.Module) -> Optional[BackboneAdapter]:
     return _by_mro(BACKBONE_ADAPTERS, module)
 
 
-def _import_adapters(model: nn.Module) -> None:
+def load_adapters(model: nn.Module) -> None:
+    """Import the adapters of every library ``model`` has modules of (timm, OpenMMLab)."""
     for m in model.modules():
         name = _ADAPTER_MODULES.get(type(m).__module__.split('.')[0])
         if name is not None:
             importlib.import_module(name)
 
 
-def _names(table: dict) -> str:
+def supported(table: dict) -> str:
+    """'module.Class, ...' of an adapter table, sorted."""
     return ', '.join(sorted(f'{c.__module__}.{c.__qualname__}' for c in table))
 
 
@@ -138,7 +140,7 @@ def condition_attention_layer(layer: nn.Module, conditioning,
     a = adapter or _by_mro(ATTENTION_ADAPTERS, layer)
     if a is None:
         raise ConditioningConfigError(f'{type(layer).__name__} is not a supported attention '
-                                      f'class: {_names(ATTENTION_ADAPTERS)}')
+                                      f'class: {supported(ATTENTION_ADAPTERS)}')
     if cfg.precond is not None:
         _check_precond(layer, a)
     if cfg.spectral is not None:
@@ -155,7 +157,7 @@ def _layers_to_condition(model: nn.Module, cfg: ConditioningConfig):
         methods = [n for n in ('precond', 'spectral') if getattr(cfg, n) is not None]
         raise ConditioningConfigError(
             f'conditioning: {methods} need attention layers, and {type(model).__name__} has '
-            f'none of the supported classes: {_names(ATTENTION_ADAPTERS)}')
+            f'none of the supported classes: {supported(ATTENTION_ADAPTERS)}')
     todo = [(m, a) for m, a in found if not _is_conditioned(m, a)]
     if cfg.precond is not None:
         for m, a in todo:
@@ -177,7 +179,7 @@ def condition_attention(model: nn.Module, conditioning) -> int:
     cfg = parse_conditioning(conditioning)
     if not cfg.layer_methods:
         return 0
-    _import_adapters(model)
+    load_adapters(model)
     todo = _layers_to_condition(model, cfg)
     for m, a in todo:
         condition_attention_layer(m, cfg, a)
@@ -251,7 +253,7 @@ def _backbones(model: nn.Module) -> List[Tuple[nn.Module, BackboneAdapter]]:
     if not found:
         raise ConditioningConfigError(
             f'conditioning.tokens: {type(model).__name__} is not, and holds no, supported '
-            f'backbone: {_names(BACKBONE_ADAPTERS)} (or their subclasses)')
+            f'backbone: {supported(BACKBONE_ADAPTERS)} (or their subclasses)')
     return [(m, a) for m, a in found if not hasattr(m, 'token_conditioning')]
 
 
@@ -275,7 +277,7 @@ def condition_model(model: nn.Module, conditioning=None) -> nn.Module:
     cfg = parse_conditioning(conditioning)
     if not cfg.enabled:
         return model
-    _import_adapters(model)
+    load_adapters(model)
     layers = _layers_to_condition(model, cfg) if cfg.layer_methods else []
     backbones = _backbones(model) if cfg.tokens is not None else []
     for m, a in layers:

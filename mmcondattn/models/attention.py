@@ -32,7 +32,8 @@ from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from ..conditioning import (PreconditionedLinear, condition_attention, precondition,
                             parse_conditioning)
 from ..conditioning.model import (ATTENTION_ADAPTERS, AttentionAdapter,
-                                  condition_attention_layer, register_attention)
+                                  condition_attention_layer, load_adapters,
+                                  register_attention)
 
 __all__ = [
     'ConditionedMultiheadAttention', 'ConditionedWindowMSA', 'ConditionedDetWindowMSA',
@@ -88,6 +89,7 @@ def condition_attention_modules(model: nn.Module, conditioning) -> int:
 def attention_layers(model: nn.Module):
     """``[(name, module)]`` of the attention layers :func:`record_attention` records (every
     class of the adapter table, stock or conditioned), in module (= forward) order."""
+    load_adapters(model)
     return [(name, m) for name, m in model.named_modules() if type(m) in ATTENTION_ADAPTERS]
 
 

@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from mmcondattn.conditioning import (SpectralLinear, attention_entropy, condition_number,
                                      min_singular_value)
+from mmcondattn.conditioning.model import ATTENTION_ADAPTERS, supported
 from .attention import attention_layers, record_attention
 
 __all__ = ['LAYER_KEYS', 'HEAD_KEYS', 'measure_conditioning', 'summarize', 'per_layer']
@@ -70,11 +71,13 @@ def _record_tokens(backbone: nn.Module):
         yield rec
         return
     skip = getattr(src, 'num_extra_tokens', 0)
+    fmt = getattr(src, 'output_fmt', 'NCHW')  # timm's patch embeddings say their layout
+    channels_last = getattr(fmt, 'value', fmt) == 'NHWC'
 
     def hook(mod, args, out):
         t = out[0] if isinstance(out, (tuple, list)) else out
-        if t.dim() == 4:  # (B, D, H, W) maps
-            t = t.flatten(2).transpose(1, 2)
+        if t.dim() == 4:  # (B, H, W, D) or (B, D, H, W) maps
+            t = t.flatten(1, 2) if channels_last else t.flatten(2).transpose(1, 2)
         rec['tokens'] = t[:, skip:].detach()
 
     handle = src.register_forward_hook(hook)
@@ -155,10 +158,8 @@ def measure_conditioning(model: nn.Module,
     backbone = getattr(model, 'backbone', model)
     layers = attention_layers(backbone)
     if not layers:
-        raise ValueError(
-            f'{type(backbone).__name__} has no attention layer to measure: supported are '
-            "mmpretrain's MultiheadAttention (ViT), WindowMSA (Swin, mmpretrain and mmdet) "
-            'and XCA (XCiT), stock or conditioned')
+        raise ValueError(f'{type(backbone).__name__} has no attention layer to measure: '
+                         f'supported are {supported(ATTENTION_ADAPTERS)}, stock or conditioned')
     with _probe_mode(backbone, inputs.device):
         with record_attention(backbone) as recs, _record_tokens(backbone) as tok:
             backbone(inputs)
