@@ -1,6 +1,6 @@
 """The few shims the pinned stack needs (torch 2.13, mmengine 0.10.7, mmcv 2.1.0).
 
-Each shim is applied by :func:`apply_shims`, which ``import mmcondattn`` calls once, so
+Each shim is applied by :func:`apply_shims`, which ``mmcondattn.openmmlab`` calls once, so
 configs that say ``custom_imports=dict(imports=['mmcondattn'])`` get them in any tool.
 
 1. ``weights_only`` checkpoints. torch >= 2.6 loads with ``weights_only=True`` and

@@ -1,4 +1,4 @@
-"""A check of the OpenMMLab stack, run when ``mmcondattn`` is imported.
+"""A check of the OpenMMLab stack, run when ``mmcondattn.openmmlab`` is imported.
 
 The stack breaks in three ways users hit, each of which otherwise surfaces as a deep error far
 from its cause:
