@@ -1,0 +1,135 @@
+"""The GPU check: its CPU dry run end to end (every section, PASS for what ran, skips named),
+its one-line refusals, and the parts of its logic that need no model (summary, report folder,
+time budgets)."""
+import os
+import re
+import sys
+import time
+
+import pytest
+import torch
+
+from mmcondattn.analysis.gpu_check import (REPORT_NAME, Part, _ratio_cells, render,
+                                           report_dir, stream)
+from conftest import run_tool
+
+TOOL = 'tools/analysis_tools/gpu_check.sh'
+SECTIONS = ('## Environment', '## Benchmark', '## AMP training steps',
+            '## Fused SDPA with precond', '## dist_train', '## Summary')
+
+
+def summary(text):
+    """check name -> (status, detail) from the report's summary table."""
+    rows = text.split('## Summary', 1)[1].splitlines()
+    cells = [[c.strip() for c in r.strip().strip('|').split('|')] for r in rows
+             if r.startswith('| ') and not r.startswith('| check ')]
+    return {c[0]: (c[1], c[2]) for c in cells}
+
+
+@pytest.mark.slow
+def test_dry_run_writes_a_passing_report(tmp_path):
+    out = tmp_path / 'report'
+    r = run_tool([TOOL, '--dry-run', '--out', str(out)], cwd=tmp_path, timeout=600,
+                 env={'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert '[5/5] dist_train' in r.stdout and 'PASS: wrote' in r.stdout  # progress lines
+    report = out / REPORT_NAME
+    text = report.read_text()
+    positions = [text.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)
+    checks = summary(text)
+    for name in ('mmcv ops', 'benchmark ran', 'benchmark ratios finite',
+                 'AMP loss, grads and weights finite', 'dist_train ran'):
+        assert checks[name][0] == 'PASS', (name, checks[name])
+    assert checks['precond keeps the fused SDPA kernel'] == ('SKIP', 'skipped: no CUDA')
+    assert checks['AMP fp16'][0] == 'SKIP'
+    assert not [n for n, (s, _) in checks.items() if s == 'FAIL']
+    assert text.rstrip().splitlines()[-1].startswith('**PASS**')
+
+    # benchmark: the repository tool's rows, one per family, detection form
+    bench = text.split('## Benchmark', 1)[1].split('## AMP', 1)[0]
+    assert 'benchmark_conditioning.py --device cpu --tiny' in bench
+    assert [line.split('|')[1].strip() for line in bench.splitlines()
+            if line.startswith('| ') and ' det | precond ' in line] == ['vit', 'swin', 'xcit']
+    # AMP: every family x method; bf16 ran and was finite, fp16 skipped without CUDA
+    amp = [line for line in text.splitlines() if line.count('|') == 10 and 'bf16' in line]
+    assert len(amp) == 15 and all('| yes | yes | yes |' in line for line in amp)
+    assert text.count('| fp16 | skipped: no CUDA |') == 15
+    # SDPA: on CPU precond runs the same fused op as the stock layer
+    assert '_scaled_dot_product_flash_attention_for_cpu' in text
+    assert 'same fused ops as stock: yes' in text
+    # dist_train: 2 iterations of the headline config with gloo, a finite last loss
+    assert re.search(r'\| 0 \| 2 of 2 \| 2 \| \d+\.\d{4} \| gloo \|', text)
+    for f in ('benchmark.md', 'benchmark.log', 'dist_train/train.log',
+              'dist_train/mask_rcnn_xcit_precond_shapes.py',
+              'dist_train/data/shapes_coco/annotations/instances_train.json'):
+        assert (out / f).is_file(), f
+    assert "_base_ = " in (out / 'dist_train/mask_rcnn_xcit_precond_shapes.py').read_text()
+    assert list((out / 'dist_train/work_dir').rglob('scalars.json'))
+    assert not list((out / 'dist_train/work_dir').rglob('*.pth'))
+
+
+@pytest.mark.slow  # the tool's imports alone take about 10 s here
+def test_an_existing_report_is_never_overwritten(tmp_path):
+    report = tmp_path / 'used' / REPORT_NAME
+    report.parent.mkdir()
+    report.write_text('old report')
+    before = report.stat().st_mtime_ns
+    r = run_tool([TOOL, '--dry-run', '--out', str(report.parent)], cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count('\n') == 0 and 'never overwritten' in r.stderr, r.stderr
+    assert report.read_text() == 'old report' and report.stat().st_mtime_ns == before
+    assert os.listdir(report.parent) == [REPORT_NAME]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_without_cuda_the_full_check_says_so_in_one_line(tmp_path):
+    r = run_tool([TOOL, '--out', str(tmp_path / 'r')], cwd=tmp_path, timeout=120)
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert err.count('\n') == 0 and 'no CUDA' in err and '--dry-run' in err, err
+    assert not (tmp_path / 'r' / REPORT_NAME).exists()
+
+
+def test_summary_fails_when_any_check_fails():
+    ok, bad = Part('A'), Part('B')
+    ok.check('a', True, 'fine')
+    ok.check('s', None, 'skipped: no CUDA')
+    bad.check('b', False, 'broke | here')
+    checks = ok.checks + bad.checks
+    text = render([ok, bad], checks, passed=False, total=1.0, dry_run=False)
+    assert summary(text) == {'a': ('PASS', 'fine'), 's': ('SKIP', 'skipped: no CUDA'),
+                             'b': ('FAIL', 'broke / here')}
+    assert text.rstrip().endswith('(1 passed, 1 failed, 1 skipped)')
+    assert '**FAIL**' in text
+
+
+def test_report_folder_is_fresh(tmp_path, monkeypatch):
+    from mmcondattn.engine.launch import UserError
+    monkeypatch.chdir(tmp_path)
+    first, second = report_dir(), report_dir()  # same second: a suffix, never the same folder
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
+    assert first.startswith(os.path.join('work_dirs', 'gpu_check', ''))
+    (tmp_path / 'used').mkdir()
+    (tmp_path / 'used' / REPORT_NAME).write_text('old')
+    with pytest.raises(UserError, match='never overwritten'):
+        report_dir(str(tmp_path / 'used'))
+    assert (tmp_path / 'used' / REPORT_NAME).read_text() == 'old'
+
+
+def test_stream_stops_a_command_at_its_budget(tmp_path):
+    seen = []
+    t0 = time.monotonic()
+    rc, lines = stream([sys.executable, '-c', 'import time; print("[1/2] row", flush=True); '
+                        'time.sleep(60)'], 3, seen.append, str(tmp_path / 'log'),
+                       show=lambda s: s.startswith('['))
+    assert rc is None and time.monotonic() - t0 < 30
+    assert lines == ['[1/2] row'] and seen == ['    [1/2] row']
+    assert (tmp_path / 'log').read_text() == '[1/2] row\n'
+
+
+def test_ratio_cells_reads_every_ratio_column():
+    text = ('| family | train ratio | peak MiB | peak ratio |\n|---|---|---|---|\n'
+            '| vit | 1.010 | 3.0 | nan |\n\n| a | b ratio |\n|---|---|\n| x | 0.99 |\n')
+    assert _ratio_cells(text) == ['1.010', 'nan', '0.99']
