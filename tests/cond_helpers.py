@@ -1,9 +1,5 @@
 """Tiny classification configs of the three families and an in-process mmengine Runner, for
 the monitor-hook and analysis-tool tests."""
-import glob
-import json
-import os.path as osp
-
 import torch
 
 # 32 px images: ViT / XCiT patch 8 (4×4 tokens), Swin patch 4 and window 4 (2×2 windows, then
@@ -75,15 +71,6 @@ def train(config, work_dir, name):
     runner = Runner.from_cfg(cfg)
     runner.train()
     return runner
-
-
-def scalars(work_dir):
-    """Every record of ``work_dir/*/vis_data/scalars.json``, in order."""
-    rows = []
-    for path in sorted(glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json'))):
-        with open(path) as f:
-            rows += [json.loads(line) for line in f]
-    return rows
 
 
 def kappa(m):

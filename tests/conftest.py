@@ -10,16 +10,6 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs/demo/mask-rcnn_r18_fpn_shapes.py')
 
 
-def load_tool(script):
-    """Import a tools/ script (e.g. 'tools/analysis_tools/conditioning.py') as a module."""
-    import importlib.util
-    name = osp.splitext(osp.basename(script))[0]
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, script))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_tool(args, cwd, timeout=600, env=None):
     """Run ``args`` (a tools/ script and its arguments) with this interpreter in ``cwd``."""
     script = args[0]

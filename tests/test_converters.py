@@ -13,7 +13,7 @@ from mmcondattn.converters import (ConversionError, classifier_to_detector, conv
                                    convert_vit, convert_xcit, load_state_dict)
 from mmcondattn.models.backbones import ConditionedSwinDet, ConditionedXCiT, ConditionedXCiTDet
 
-from conftest import load_tool
+from conftest import run_tool
 
 timm = pytest.importorskip('timm')
 
@@ -332,24 +332,25 @@ def test_checkpoint_with_code_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------- commands
-def _cli(name):
-    return load_tool(f'tools/model_converters/{name}').main
+def _cli(name, *args):
+    """Run tools/model_converters/NAME with ``args``: (exit status, stderr)."""
+    r = run_tool([f'tools/model_converters/{name}', *map(str, args)], cwd='.')
+    return r.returncode, r.stderr
 
 
-def test_command_lines(tmp_path, capsys):
+def test_command_lines(tmp_path):
     src, dst = str(tmp_path / 'xcit.pth'), str(tmp_path / 'out.pth')
     torch.save({'model': _timm_xcit(16).state_dict()}, src)
-    xcit2 = _cli('xcit2mmcondattn.py')
-    assert xcit2([src, dst]) == 0
+    assert _cli('xcit2mmcondattn.py', src, dst)[0] == 0
     ckpt = torch.load(dst, weights_only=True)
     assert 'backbone.xca_layers.0.attn.qkv.weight' in ckpt['state_dict']
-    assert xcit2([src, dst]) == 1  # refuses to overwrite
-    assert 'exists; pass --force' in capsys.readouterr().err
-    assert xcit2([src, dst, '--force']) == 0
-    assert _cli('vit2mmcondattn.py')([src, str(tmp_path / 'v.pth')]) == 1  # wrong converter
-    assert 'no mapping' in capsys.readouterr().err
+    code, err = _cli('xcit2mmcondattn.py', src, dst)
+    assert code == 1 and 'exists; pass --force' in err  # refuses to overwrite
+    assert _cli('xcit2mmcondattn.py', src, dst, '--force')[0] == 0
+    code, err = _cli('vit2mmcondattn.py', src, tmp_path / 'v.pth')  # wrong converter
+    assert code == 1 and 'no mapping' in err
     det = str(tmp_path / 'det.pth')
-    assert _cli('cls2det.py')([dst, det, '--family', 'xcit']) == 0
+    assert _cli('cls2det.py', dst, det, '--family', 'xcit')[0] == 0
     keys = torch.load(det, weights_only=True)['state_dict']
     assert 'cls_token' not in keys and 'xca_layers.1.gamma1' in keys
     model = ConditionedXCiTDet(arch=dict(embed_dims=64, depth=2, num_heads=4),
@@ -360,4 +361,4 @@ def test_command_lines(tmp_path, capsys):
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
     swin = str(tmp_path / 'swin.pth')
     torch.save(_timm_swin().state_dict(), swin)
-    assert _cli('swin2mmcondattn.py')([swin, str(tmp_path / 's.pth')]) == 0
+    assert _cli('swin2mmcondattn.py', swin, tmp_path / 's.pth')[0] == 0

@@ -11,7 +11,10 @@ import re
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, REPO, load_tool, run_tool
+from mmcondattn.analysis import model_zoo
+from mmcondattn.analysis.logs import scalars_records
+
+from conftest import DEMO_CONFIG, REPO, run_tool
 
 INDEX = osp.join(REPO, 'model-index.yml')
 TOOL = 'tools/analysis_tools/eval_model_zoo.py'
@@ -25,10 +28,6 @@ TRAINING_DATA = {'data/coco/': 'COCO', 'data/imagenet': 'ImageNet-1k',
 GENERATED = ('shapes_coco', 'shapes_imagenet', 'shapes_imagenet32')
 TASK_OF = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation',
            'Top 1 Accuracy': 'Image Classification'}
-
-
-def _tool():
-    return load_tool(TOOL)
 
 
 def _third_party(model):
@@ -57,7 +56,7 @@ def test_model_index_imports_a_metafile_per_family():
 
 
 def test_every_config_is_listed_once_under_its_stem():
-    models = _tool().load_models(INDEX)
+    models = model_zoo.load_models(INDEX)
     names = [m['Name'] for m in models]
     assert len(names) == len(set(names))
     listed = []
@@ -99,7 +98,7 @@ def test_collections_and_fields():
 def test_metadata_matches_each_config():
     """Epochs and Training Data are what the config trains (read from the config)."""
     from mmengine.config import Config
-    for m in _tool().load_models(INDEX):
+    for m in model_zoo.load_models(INDEX):
         cfg = Config.fromfile(m['Config'])
         meta = yaml.safe_load(open(m['metafile']))
         entry = next(e for e in meta['Models'] if e['Name'] == m['Name'])
@@ -118,7 +117,6 @@ def test_only_numbers_measured_here_are_recorded():
     """Results (with the local weights the documented commands produce) only for models
     trained on the generated data; none for COCO / ImageNet (nothing trained here) -- the
     papers' numbers belong to docs/model_zoo.md. The demo models have measured results."""
-    tool = _tool()
     measured = 0
     for path, meta in _metafiles().items():
         for m in meta['Models']:
@@ -137,7 +135,7 @@ def test_only_numbers_measured_here_are_recorded():
                 assert res['Dataset'] == data, m['Name']
                 for metric, value in res['Metrics'].items():
                     assert TASK_OF[metric] == res['Task'], (m['Name'], metric)
-                    assert metric in tool.METRICS and 0 <= value <= 100
+                    assert metric in model_zoo.METRICS and 0 <= value <= 100
                     measured += 1
     assert measured, 'the demo models have no measured results'
     doc = open(osp.join(REPO, 'docs/model_zoo.md'), encoding='utf-8').read()
@@ -179,7 +177,7 @@ def test_third_party_rows():
 
 
 def test_compare_statuses():
-    compare = _tool().compare
+    compare = model_zoo.compare
     metrics = {'coco/bbox_mAP': 0.25, 'coco/segm_mAP': 0.2, 'accuracy/top1': 75.0}
     rows = compare({'box AP': 25.0, 'mask AP': 20.2, 'Top 1 Accuracy': 70.0}, metrics, 0.1)
     assert [r[3] for r in rows] == ['match', 'REGRESSION', 'better']
@@ -202,9 +200,7 @@ def demo_checkpoint(coco_workspace):
                   'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
                   'default_hooks.checkpoint.interval=1'], cwd=coco_workspace)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = []
-    for path in glob.glob(str(wd / '*' / 'vis_data' / 'scalars.json')):
-        rows += [json.loads(line) for line in open(path)]
+    rows = list(scalars_records(wd))
     last = [r for r in rows if 'coco/bbox_mAP' in r][-1]
     return str(wd / 'epoch_1.pth'), 100 * last['coco/bbox_mAP'], 100 * last['coco/segm_mAP']
 

@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from cond_helpers import ALL_METHODS, BACKBONES, cls_config, kappa, scalars, train
+from mmcondattn.analysis.logs import scalars_records
+
+from cond_helpers import ALL_METHODS, BACKBONES, cls_config, kappa, train
 
 LAM = ALL_METHODS['spectral']['lam']
 
@@ -63,7 +65,7 @@ def test_measure_matches_direct_svd(family):
     assert rows[0]['kappa_x'] == pytest.approx(sum(kappa(xi) for xi in x) / len(x), rel=1e-9)
     n_keys = x.shape[1] if family != 'xcit' else x.shape[2] // layers[0][1].num_heads
     assert 0 < rows[0]['entropy_attn'] <= math.log(n_keys) + 1e-6
-    # token conditioning gives κ(X + C) <= 2 (METHODS.md §3)
+    # token conditioning gives κ(X + C) <= 2 (docs/methods.md)
     assert res['tokens']['kappa'] <= 2 + 1e-6
     base = measure_conditioning(_backbone(family), torch.randn(2, 3, 32, 32))
     assert base['tokens']['kappa'] > 2
@@ -110,10 +112,10 @@ def test_hook_logs_kappa_of_the_trained_weights(family, imagenet, tmp_path):
     iteration); the last κ(W) equal svdvals of the final weights (+ lam·I)."""
     cfg = cls_config(tmp_path / f'{family}.py', family, ALL_METHODS, data_root=imagenet)
     runner = train(cfg, tmp_path / 'wd', f'monitor_{family}')
-    recs = [r for r in scalars(tmp_path / 'wd') if 'cond/kappa_attn_mean' in r]
-    layer_recs = [r for r in scalars(tmp_path / 'wd') if 'cond_layers/kappa_wq/0' in r]
+    recs = [r for r in scalars_records(tmp_path / 'wd') if 'cond/kappa_attn_mean' in r]
+    layer_recs = [r for r in scalars_records(tmp_path / 'wd') if 'cond_layers/kappa_wq/0' in r]
     assert [r['step'] for r in recs] == [0, 2, 4] == [r['step'] for r in layer_recs]
-    losses = [r['loss'] for r in scalars(tmp_path / 'wd') if 'loss' in r]
+    losses = [r['loss'] for r in scalars_records(tmp_path / 'wd') if 'loss' in r]
     assert len(losses) == 4
     from mmcondattn.models import attention_layers
     layers = attention_layers(runner.model.backbone)
@@ -135,9 +137,9 @@ def test_hook_logs_kappa_of_the_trained_weights(family, imagenet, tmp_path):
         cfg_off = cls_config(tmp_path / 'off.py', family, ALL_METHODS, data_root=imagenet,
                              hook_interval=None)
         train(cfg_off, tmp_path / 'wd_off', 'monitor_off')
-        off = [r['loss'] for r in scalars(tmp_path / 'wd_off') if 'loss' in r]
+        off = [r['loss'] for r in scalars_records(tmp_path / 'wd_off') if 'loss' in r]
         assert off == losses
-        assert not any('cond/kappa_attn_mean' in r for r in scalars(tmp_path / 'wd_off'))
+        assert not any('cond/kappa_attn_mean' in r for r in scalars_records(tmp_path / 'wd_off'))
 
 
 @pytest.mark.parametrize('family', ['swin', 'xcit'])
