@@ -377,3 +377,40 @@ def test_swin_detection_init_refreshes_svd_corrections():
     model.init_weights()
     assert not torch.equal(before, qkv.weight)
     torch.testing.assert_close(qkv.correction, spectral_correction(qkv.weight, 'svd'))
+
+
+# stock classifier backbones, and their conditioned forms, of the same architecture
+STOCK = {
+    'vit': (dict(type='VisionTransformer', arch='deit-tiny', img_size=64),
+            dict(type='ConditionedViT', arch='deit-tiny', img_size=64)),
+    'swin': (dict(type='SwinTransformer', arch='tiny', pad_small_map=True),
+             dict(type='ConditionedSwin', arch='tiny', pad_small_map=True)),
+    'xcit': (dict(type='XCiT', **XCIT), dict(type='ConditionedXCiT', arch=XCIT)),
+}
+
+
+@pytest.mark.parametrize('conditioning', [
+    METHODS['all'], dict(spectral=dict(mode='svd'), tokens=dict(position='after_pos_embed'))])
+@pytest.mark.parametrize('family', list(STOCK))
+def test_condition_model_on_a_stock_backbone_equals_the_conditioned_backbone(family,
+                                                                             conditioning):
+    """mmcondattn.condition_model is the same conditioning as the registered backbones':
+    same classes (children swapped only), same state-dict keys, same outputs."""
+    from mmcondattn import condition_model
+    stock_cfg, cond_cfg = STOCK[family]
+    torch.manual_seed(0)
+    stock = build('mmpretrain', stock_cfg)
+    stock.init_weights()
+    ref = build('mmpretrain', dict(cond_cfg, conditioning=conditioning))
+    ref.load_state_dict(stock.state_dict(), strict=False)  # svd corrections follow the load
+    classes = {type(m) for m in stock.modules()}
+    assert condition_model(stock, conditioning) is stock
+    new = {type(m).__name__ for m in stock.modules()} - {c.__name__ for c in classes}
+    assert new == {'SpectralLinear', 'PatchTokenConditioning', 'TokenConditioner'} | (
+        {'PreconditionedLinear'} if 'precond' in conditioning else set())  # children only
+    assert set(stock.state_dict()) == set(ref.state_dict())
+    assert hasattr(stock, 'token_conditioning')
+    x = torch.randn(2, 3, 64, 64)
+    stock.eval(), ref.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(stock(x)[-1], ref(x)[-1])
