@@ -177,6 +177,10 @@ def test_conditioned_timm_backbone_from_an_mmpretrain_config():
     assert not torch.equal(before, qkv.weight)
     torch.testing.assert_close(qkv.correction, spectral_correction(qkv.weight, 'svd'))
     assert model.eval()(x)[0].shape == stock(x)[0].shape
+    # or the documented call on the stock wrapper: the timm model inside is conditioned
+    condition_model(stock, ALL)
+    assert isinstance(stock.timm_model.blocks[0].attn.proj, PreconditionedLinear)
+    assert hasattr(stock.timm_model, 'token_conditioning')
 
 
 @pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
