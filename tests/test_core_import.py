@@ -31,7 +31,7 @@ def run(code: str, cwd: str = REPO) -> str:
     return proc.stdout
 
 
-def test_math_converters_and_condition_model_need_torch_alone():
+def test_math_converters_and_condition_model_need_torch_alone(tmp_path):
     out = run(BLOCK_MM + '''
 import torch
 import mmcondattn
@@ -40,6 +40,9 @@ from mmcondattn.conditioning import SpectralLinear, condition_tokens, parse_cond
 from mmcondattn.converters import classifier_to_detector, convert_swin, convert_vit, convert_xcit
 import mmcondattn.converters.cli
 
+from mmcondattn.converters import load_state_dict, save_state_dict
+save_state_dict({'w': torch.ones(2)}, 'sd.pth')
+assert torch.equal(load_state_dict('sd.pth')['w'], torch.ones(2))  # files too
 sl = SpectralLinear(8, 24, spectral=dict(mode='svd'))
 assert sl(torch.randn(2, 8)).shape == (2, 24)
 assert condition_tokens(torch.randn(2, 5, 8)).shape == (2, 5, 8)
@@ -55,7 +58,7 @@ try:
     import mmcondattn.openmmlab
 except ImportError as e:
     print('openmmlab:', e)
-''')
+''', cwd=str(tmp_path))
     assert out.startswith('openmmlab: mmcv')  # the stack check's one clear error
 
 

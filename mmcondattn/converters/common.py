@@ -114,7 +114,21 @@ def unwrap_state_dict(ckpt) -> StateDict:
 
 
 def load_state_dict(path: str) -> StateDict:
-    """Read a checkpoint file with ``torch.load(weights_only=True)`` and unwrap it."""
+    """Read a checkpoint file with ``torch.load(weights_only=True)`` and unwrap it.
+
+    With mmengine installed, through :func:`mmcondattn.compat.load_checkpoint_file` (which
+    also reads mmengine's runner checkpoints); with torch alone, a file of tensors.
+    """
+    try:
+        import mmengine  # noqa: F401  runner checkpoints pickle mmengine objects
+    except ImportError:
+        if not osp.isfile(path):
+            raise ConversionError(f'{path}: no such checkpoint file') from None
+        try:
+            return unwrap_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+        except Exception as e:  # corrupt, or holds more than tensors and containers
+            raise ConversionError(f'{path}: torch.load(weights_only=True) cannot read it: '
+                                  f'{e}') from None
     from mmcondattn.compat import load_checkpoint_file
     return unwrap_state_dict(load_checkpoint_file(path, map_location='cpu'))
 
