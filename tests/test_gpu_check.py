@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from mmcondattn.analysis.gpu_check import (REPORT_NAME, Part, _ratio_cells, render,
-                                           report_dir, stream)
+from mmcondattn.analysis.gpu_check import (REPORT_NAME, Part, _ratio_cells, cpu_fp16_autocast,
+                                           render, report_dir, stream)
 from conftest import run_tool
 
 TOOL = 'tools/analysis_tools/gpu_check.sh'
@@ -18,12 +18,22 @@ SECTIONS = ('## Environment', '## Benchmark', '## AMP training steps',
             '## Fused SDPA with precond', '## dist_train', '## Summary')
 
 
+def section(text, title):
+    """The body of the report's section ``title`` (up to the next one)."""
+    return text.split(title + '\n', 1)[1].split('\n## ', 1)[0]
+
+
+def cells(line):
+    """The cells of a markdown table row; [] for other lines and rules."""
+    if not line.startswith('| ') or set(line) <= set('|-'):
+        return []
+    return [c.strip() for c in line.strip().strip('|').split('|')]
+
+
 def summary(text):
     """check name -> (status, detail) from the report's summary table."""
-    rows = text.split('## Summary', 1)[1].splitlines()
-    cells = [[c.strip() for c in r.strip().strip('|').split('|')] for r in rows
-             if r.startswith('| ') and not r.startswith('| check ')]
-    return {c[0]: (c[1], c[2]) for c in cells}
+    rows = [cells(r) for r in section(text, '## Summary').splitlines()]
+    return {c[0]: (c[1], c[2]) for c in rows if c and c[0] != 'check'}
 
 
 @pytest.mark.slow
@@ -42,19 +52,28 @@ def test_dry_run_writes_a_passing_report(tmp_path):
                  'AMP loss, grads and weights finite', 'dist_train ran'):
         assert checks[name][0] == 'PASS', (name, checks[name])
     assert checks['precond keeps the fused SDPA kernel'] == ('SKIP', 'skipped: no CUDA')
-    assert checks['AMP fp16'][0] == 'SKIP'
+    fp16 = cpu_fp16_autocast()  # torch 2.13 has fp16 autocast and GradScaler on CPU
+    assert ('AMP fp16' not in checks) == fp16
     assert not [n for n, (s, _) in checks.items() if s == 'FAIL']
     assert text.rstrip().splitlines()[-1].startswith('**PASS**')
 
     # benchmark: the repository tool's rows, one per family, detection form
-    bench = text.split('## Benchmark', 1)[1].split('## AMP', 1)[0]
+    bench = section(text, '## Benchmark')
     assert 'benchmark_conditioning.py --device cpu --tiny' in bench
     assert [line.split('|')[1].strip() for line in bench.splitlines()
             if line.startswith('| ') and ' det | precond ' in line] == ['vit', 'swin', 'xcit']
-    # AMP: every family x method; bf16 ran and was finite, fp16 skipped without CUDA
-    amp = [line for line in text.splitlines() if line.count('|') == 10 and 'bf16' in line]
-    assert len(amp) == 15 and all('| yes | yes | yes |' in line for line in amp)
-    assert text.count('| fp16 | skipped: no CUDA |') == 15
+    # AMP: every family x method; bf16 (and fp16 where CPU autocast has it) finite
+    amp = section(text, '## AMP training steps')
+    rows = {tuple(c[:3]): c[3:6] for c in map(cells, amp.splitlines())
+            if c and c[2] in ('fp16', 'bf16')}
+    assert sorted({k[:2] for k in rows}) == sorted(
+        (f, m) for f in ('vit', 'swin', 'xcit')
+        for m in ('baseline', 'precond', 'spectral', 'tokens', 'all'))
+    for (f, m, dtype), finite in rows.items():
+        if dtype == 'fp16' and not fp16:
+            assert finite[0] == 'skipped: no CUDA'
+        else:
+            assert finite == ['yes'] * 3, (f, m, dtype, finite)
     # SDPA: on CPU precond runs the same fused op as the stock layer
     assert '_scaled_dot_product_flash_attention_for_cpu' in text
     assert 'same fused ops as stock: yes' in text

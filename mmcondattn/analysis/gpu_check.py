@@ -246,21 +246,30 @@ def build_backbone(family: str, method: str, tiny: bool) -> torch.nn.Module:
     return model
 
 
-def amp_steps(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, steps: int) -> dict:
-    """``steps`` AdamW steps under autocast; finiteness of loss, grads and weights, step ms."""
+def amp_steps(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, steps: int,
+              settle: int = 16) -> dict:
+    """``steps`` AdamW steps under autocast; finiteness of loss, grads and weights, step ms.
+
+    fp16 uses ``torch.amp.GradScaler`` (its default initial scale, as mmengine's
+    ``AmpOptimWrapper``): a step whose scaled gradients overflow is skipped and the scale
+    halved, which is normal at the start; while the last step overflowed, up to ``settle``
+    more steps are taken. Gradients must be finite (after ``unscale_``) on the last step."""
     device = x.device
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    losses, times, overflow, grads_ok = [], [], 0, False
+    losses, feats, times, overflow, grads_ok, n = [], [], [], 0, False, 0
     model.train()
-    for _ in range(steps):
+    while n < steps or (scaler is not None and not grads_ok and n < steps + settle):
+        n += 1
         _sync(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype):
             outs = model(x)
             outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
-            loss = sum(o.float().pow(2).mean() for o in outs)
+            energy = [o.float().pow(2).mean() for o in outs]
+            # O(1) whatever the features' scale, as a detection head's loss is
+            loss = sum(e / e.detach() for e in energy)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -278,11 +287,25 @@ def amp_steps(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, steps
         _sync(device)
         times.append(time.perf_counter() - t0)
         losses.append(float(loss.detach()))
+        feats.append(float(sum(energy).detach()))
     weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     times = sorted(times[1:] or times)
     return dict(loss_ok=all(map(math.isfinite, losses)), grads_ok=grads_ok,
                 weights_ok=weights_ok, ms=1e3 * times[len(times) // 2], overflow=overflow,
-                loss=losses[-1])
+                energy=feats[-1], steps=n)
+
+
+def cpu_fp16_autocast() -> bool:
+    """Whether this torch runs fp16 autocast and ``GradScaler`` on CPU (2.13 does, 2.1 not)."""
+    try:
+        lin = torch.nn.Linear(4, 4)
+        scaler = torch.amp.GradScaler('cpu')
+        with torch.autocast('cpu', dtype=torch.float16):
+            out = lin(torch.randn(2, 4))
+        scaler.scale(out.float().sum()).backward()
+        return out.dtype == torch.float16
+    except (RuntimeError, TypeError, AttributeError):
+        return False
 
 
 def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Part:
@@ -291,20 +314,25 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
     tiny = dry_run
     shape = (1, 3, 64, 64) if tiny else (2, 3, 512, 512)
     steps = 2 if tiny else 4
+    fp16 = device.type == 'cuda' or cpu_fp16_autocast()
     part.body += [
         f'{steps} AdamW steps (lr 1e-4) of each detection backbone ('
         + ', '.join(f'{f}: {BACKBONES[f][0]} {"tiny" if tiny else BACKBONES[f][1]}'
                     for f in BACKBONES)
-        + f') on a random {"×".join(map(str, shape))} input, loss = Σ mean(out²) over the '
-        'outputs; fp16 with `torch.amp.GradScaler` (grads checked after `unscale_`, on the last '
-        'step; `overflow` counts the steps the scaler skipped), bf16 without. Step time: '
-        'median after the first step.\n',
-        '| family | method | dtype | loss finite | grads finite | weights finite | overflow '
-        '| step ms | last loss |', '|---|---|---|---|---|---|---|---|---|']
+        + f') on a random {"×".join(map(str, shape))} input on {device.type}; loss: Σ over the '
+        'outputs of mean(out²) / its detached value (O(1) whatever the scale of the features, '
+        'as a detection loss is). fp16 with `torch.amp.GradScaler` (default initial scale, as '
+        "mmengine's AmpOptimWrapper; while its last step overflowed up to 16 more steps are "
+        'taken; `overflow`: the steps it skipped), grads checked after `unscale_` on the last '
+        'step; bf16 without a scaler. Step time: median after the first step; '
+        '`Σ mean(out²)`: the energy of the features at the last step.\n',
+        '| family | method | dtype | loss finite | grads finite | weights finite | steps '
+        '| overflow | step ms | Σ mean(out²) |', '|---|---|---|---|---|---|---|---|---|---|']
     dtypes = [('fp16', torch.float16), ('bf16', torch.bfloat16)]
     failed, done, total = [], 0, len(BACKBONES) * len(METHODS) * len(dtypes)
     torch.manual_seed(0)
     x = torch.randn(*shape, device=device)
+    yes = {True: 'yes', False: '**no**'}
     for family in BACKBONES:
         for method in METHODS:
             if budget.left() < 0:
@@ -314,9 +342,9 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
             state = {k: v.clone() for k, v in model.state_dict().items()}
             for label, dtype in dtypes:
                 done += 1
-                if label == 'fp16' and device.type != 'cuda':
+                if label == 'fp16' and not fp16:
                     part.body.append(f'| {family} | {method} | {label} | skipped: no CUDA | | '
-                                     '| | | |')
+                                     '| | | | |')
                     continue
                 model.load_state_dict(state)
                 try:
@@ -324,24 +352,23 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
                 except Exception as e:  # noqa: BLE001  a crash is a failed row
                     failed.append(f'{family}/{method}/{label}: {type(e).__name__}: {e}'
                                   .splitlines()[0][:200])
-                    part.body.append(f'| {family} | {method} | {label} | error | | | | | |')
+                    part.body.append(f'| {family} | {method} | {label} | error | | | | | | |')
                     continue
                 ok = r['loss_ok'] and r['grads_ok'] and r['weights_ok']
                 if not ok:
                     failed.append(f'{family}/{method}/{label}')
-                yes = {True: 'yes', False: '**no**'}
                 part.body.append(
                     f'| {family} | {method} | {label} | {yes[r["loss_ok"]]} | '
-                    f'{yes[r["grads_ok"]]} | {yes[r["weights_ok"]]} | '
+                    f'{yes[r["grads_ok"]]} | {yes[r["weights_ok"]]} | {r["steps"]} | '
                     f'{r["overflow"] if label == "fp16" else "-"} | {r["ms"]:.1f} | '
-                    f'{r["loss"]:.4g} |')
+                    f'{r["energy"]:.4g} |')
                 log(f'  [{done}/{total}] amp {family} {method} {label}: '
                     f'{"finite" if ok else "NOT FINITE"}, {r["ms"]:.1f} ms/step')
             del model
     part.check('AMP loss, grads and weights finite', not failed,
                '; '.join(failed) if failed else f'{done} rows')
-    if device.type != 'cuda':
-        part.check('AMP fp16', None, 'skipped: no CUDA')
+    if not fp16:
+        part.check('AMP fp16', None, 'skipped: no CUDA (and no fp16 autocast on CPU)')
     return part
 
 
