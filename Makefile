@@ -11,7 +11,7 @@ DEMO_DIR ?= work_dirs/demo/$(STAMP)
 DEMO_CLS_DIR ?= work_dirs/demo-cls/$(STAMP)
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-compat test test-compat demo demo-cls data data-cls
+.PHONY: setup setup-compat test test-fast test-compat lint demo demo-cls data data-cls
 setup:
 	@bash tools/setup_env.sh
 
@@ -41,8 +41,20 @@ demo: data
 demo-cls: data-cls
 	$(PY) tools/train.py $(DEMO_CLS_CONFIG) --work-dir $(DEMO_CLS_DIR)
 
+# The whole suite (CI's command); `make test-fast`: the unit tests alone (no `slow` / `e2e`
+# marker: no training, no tool run as a command), for the inner loop.
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow and not e2e" $(PYTEST_ARGS)
+
+# OpenMMLab's lint set-up (setup.cfg; .pre-commit-config.yaml runs the same on each commit)
+LINT_PATHS := mmcondattn tools tests configs setup.py
+lint: setup
+	$(PY) -m flake8 $(LINT_PATHS)
+	$(PY) -m isort --check-only --diff $(LINT_PATHS)
+	$(PY) -m yapf --diff --recursive $(LINT_PATHS)
 
 test-compat: setup-compat
 	$(COMPAT_PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,6 +1,18 @@
-"""Tiny classification configs of the three families and an in-process mmengine Runner, for
-the monitor-hook and analysis-tool tests."""
+"""What several test files share: the named conditioning methods of the backbone tests and
+``build`` through a registry, ``meta_build`` (shapes only), a tiny Fashion-MNIST fixture,
+and tiny classification configs of the three families with an in-process mmengine Runner
+(monitor-hook and analysis-tool tests)."""
+import copy
+import gzip
+import struct
+
+import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._device import _device_constructors
+
+from mmcondattn.datasets.fashion_mnist import FILES
+
 
 # 32 px images: ViT / XCiT patch 8 (4×4 tokens), Swin patch 4 and window 4 (2×2 windows, then
 # 1). Drop path draws from torch's RNG in training, so a probe that drew too would change losses.
@@ -77,3 +89,72 @@ def kappa(m):
     """κ of one matrix straight from torch.linalg.svdvals (float64)."""
     s = torch.linalg.svdvals(m.detach().double())
     return (s[0] / s[-1]).item()
+
+
+# ---------------------------------------------------------------- backbones and builds
+METHODS = {
+    'off': None,
+    'precond': dict(precond=dict()),
+    'spectral': dict(spectral=dict(lam=1.)),
+    'tokens': dict(tokens=dict(solver='svd')),
+    'all': dict(precond=dict(), spectral=dict(), tokens=dict()),
+}
+
+
+def build(scope, cfg):
+    """Build ``cfg`` through the MODELS registry of ``scope``, as that scope's configs do."""
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmpretrain.registry import MODELS
+        from mmpretrain.utils import register_all_modules
+    register_all_modules()  # also makes `scope` the default scope
+    return MODELS.build(copy.deepcopy(cfg))
+
+
+class meta_build(TorchFunctionMode):
+    """Build modules with their tensors on the meta device (shapes only, no memory), except
+    the small schedule / index tensors stock constructors read back
+    (``torch.linspace(...).item()`` in both Swins, ``torch.arange`` for window indices)."""
+    KEEP = (torch.linspace, torch.arange)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in _device_constructors() and kwargs.get('device') is None \
+                and func not in self.KEEP:
+            kwargs['device'] = 'meta'
+        return func(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------ Fashion-MNIST
+FMNIST_SIZES = dict(train=6, test=4, side=28)
+
+
+def idx_bytes(array, code=0x08):
+    """``array`` (uint8) as an IDX file's bytes (type ``code``)."""
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    return bytes([0, 0, code, a.ndim]) + struct.pack(f'>{a.ndim}I', *a.shape) + a.tobytes()
+
+
+def write_fashion_mnist_fixture(folder, sizes=FMNIST_SIZES, gz=True):
+    """The four files of a tiny Fashion-MNIST (image i of a split is filled with i, label
+    i % 10); returns ``{name: (images or labels array)}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name, (split, kind) in FILES.items():
+        n = sizes[split]
+        if kind == 'images':
+            arr = np.arange(n, dtype=np.uint8)[:, None, None] * np.ones(
+                (1, sizes['side'], sizes['side']), np.uint8)
+            arr[:, 0, :3] = 200 + (split == 'test')  # a corner that tells the splits apart
+        else:
+            arr = np.arange(n, dtype=np.uint8) % 10
+        arrays[name] = arr
+        data = idx_bytes(arr)
+        if gz:
+            with gzip.open(folder / (name + '.gz'), 'wb') as f:
+                f.write(data)
+        else:
+            (folder / name).write_bytes(data)
+    return arrays

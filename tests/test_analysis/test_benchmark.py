@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import mmcondattn  # noqa: F401  registers the backbones
+import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.analysis.benchmark import (FAMILIES, METHODS, BenchmarkSettings, Row,
                                            bench_backbone, bench_detectors, render_markdown)
 from mmcondattn.analysis.report import write_markdown
@@ -41,6 +41,7 @@ def table(text, first_cell, after=''):
     return header, body
 
 
+@pytest.mark.e2e
 def test_tool_writes_a_markdown_table(tmp_path):
     out = tmp_path / 'bench.md'
     args = [TOOL, '--tiny', '--sizes', 'cls', '--no-detector', '--repeats', '1', '--warmup',
@@ -81,6 +82,7 @@ def test_tool_writes_a_markdown_table(tmp_path):
 @pytest.mark.parametrize('args,bad', [(['--families', 'vit', 'resnet'], "'resnet'"),
                                       (['--methods', 'precondition'], "'precondition'"),
                                       (['--img-size', 'seg=64'], "'seg'")])
+@pytest.mark.e2e
 def test_bad_choices_get_one_error_listing_the_valid_ones(args, bad, tmp_path):
     res = run_tool([TOOL, *args], cwd=tmp_path)
     assert res.returncode == 2
@@ -121,6 +123,7 @@ def test_timing_ratios_pair_the_rounds():
     assert Timing([[1., 2.], [3., 4.], [2., 6.]]).pair(2).ratios() == [2., 3.]
 
 
+@pytest.mark.slow
 def test_cpu_peak_memory_sees_the_allocator():
     """State bytes + the largest growth: a 4 MiB temporary on top of a kept 1 MiB result."""
     model = nn.Linear(256, 256)  # 257 KiB of parameters, no gradients in this step
@@ -139,6 +142,7 @@ def test_cpu_peak_memory_sees_the_allocator():
     assert 5 * mib <= small - 80 < 6.1 * mib
 
 
+@pytest.mark.slow
 def test_detector_rows_render():
     """One Mask R-CNN iteration per detector (tiny backbones, 64 px), then its table; the
     twin of the first row gets its weights."""
@@ -159,6 +163,7 @@ def test_detector_rows_render():
     assert all(float(r[header.index('peak ratio')]) > 0 for r in body)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', FAMILIES)
 def test_layer_row_conditions_a_copy_of_the_first_attention_layer(family):
     """The layer twin gets the input the layer sees in its backbone (Swin: window batches);
@@ -172,6 +177,7 @@ def test_layer_row_conditions_a_copy_of_the_first_attention_layer(family):
     assert [len(t) for t in row.train.samples] == [2, 2] and row.peak_ratio > 0
 
 
+@pytest.mark.slow
 def test_backbone_row_twins_share_weights_and_differ_by_conditioning():
     s = BenchmarkSettings(families=['xcit'], methods=['spectral_folded'], sizes=['det'],
                           tiny=True, repeats=1, warmup=0)

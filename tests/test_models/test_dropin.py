@@ -24,8 +24,7 @@ from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, Co
 from mmcondattn.models.backbones.utils import BackboneConfigError
 
 from conftest import REPO, run_tool
-from test_stock_configs import meta_build
-from test_backbones import METHODS, build
+from cond_helpers import METHODS, build, meta_build
 
 VIT = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 SWIN = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2))
@@ -86,6 +85,7 @@ def test_every_stock_argument_is_accepted_and_off_equals_stock(name):
                            tokens_norm=True), 's12'),
     (ConditionedXCiTDet, dict(embed_dims=192, depth=12, num_heads=4), 't12'),
 ])
+@pytest.mark.slow
 def test_arch_is_a_shorthand_for_the_stock_arguments(ours_cls, explicit, arch):
     with meta_build():  # shapes only
         a, b, c = ours_cls(arch=arch), ours_cls(**explicit), ours_cls(arch=arch, **explicit)
@@ -136,6 +136,7 @@ def _swapped(tmp_path, base, type_, conditioning):
     return Config.fromfile(str(f)).model.backbone
 
 
+@pytest.mark.slow
 def test_stock_mmdet_swin_config_swaps_by_type_as_the_docs_say(tmp_path):
     """Failure 1: ``embed_dims`` given twice. The three lines of docs/configs.md (and the
     README) on mmdet's stock Swin-T Mask R-CNN config."""
@@ -153,6 +154,7 @@ def test_stock_mmdet_swin_config_swaps_by_type_as_the_docs_say(tmp_path):
     assert [len(s.blocks) for s in model.stages] == [2, 2, 6, 2]
 
 
+@pytest.mark.slow
 def test_stock_mmpretrain_xcit_config_and_get_model_swap_by_type(tmp_path):
     """Failure 2: ``embed_dims`` given twice, in a config and through ``get_model``."""
     cfg = _swapped(tmp_path, 'mmpretrain::xcit/xcit-small-12-p16_8xb128_in1k.py',
@@ -224,6 +226,7 @@ def _run(script, argv, cwd, env=None):
     return r.returncode, r.stderr.strip().splitlines()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('script', ['tools/train.py', 'tools/test.py'])
 def test_bad_backbone_argument_is_one_line_through_the_tools(script, coco_workspace, tmp_path):
     """Failure 5: an unknown ``arch`` printed a 241-line traceback."""
@@ -267,6 +270,7 @@ def test_unreachable_checkpoint_url_is_one_error(family, tmp_path, monkeypatch):
     assert '\n' not in msg
 
 
+@pytest.mark.e2e
 def test_unreachable_checkpoint_url_is_one_line_through_train(coco_workspace, tmp_path):
     cfg = tmp_path / 'pretrained.py'
     cfg.write_text(f"_base_ = '{DEMO_XCIT}'\nmodel = dict(backbone=dict(init_cfg=dict("

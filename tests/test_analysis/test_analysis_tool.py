@@ -31,6 +31,7 @@ def _check_png(path):
     assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
 def test_baseline_vs_conditioned_per_layer(family, tmp_path):
     base = cls_config(tmp_path / f'{family}_base.py', family)
@@ -56,6 +57,7 @@ def test_baseline_vs_conditioned_per_layer(family, tmp_path):
     assert len(_csv(out / 'conditioning_heads.csv')) == 2 * 2 * 2  # models × layers × heads
 
 
+@pytest.mark.slow
 def test_checkpoint_and_dataset_images(tmp_path):
     """A checkpoint's weights are what is measured (κ(W) from svdvals of its weights); the
     config's test dataset is used when it exists."""
@@ -81,6 +83,7 @@ def test_checkpoint_and_dataset_images(tmp_path):
     assert float(rows[1]['kappa_wq']) != init['layers'][1]['kappa_wq']
 
 
+@pytest.mark.e2e
 def test_mismatched_checkpoint_is_one_line(tmp_path):
     vit = cls_config(tmp_path / 'vit.py', 'vit')
     xcit = cls_config(tmp_path / 'xcit.py', 'xcit')
@@ -99,6 +102,7 @@ def test_mismatched_checkpoint_is_one_line(tmp_path):
     assert 'unexpected keys' in err and 'backbone.layers.0' in err
 
 
+@pytest.mark.e2e
 def test_bad_labels_and_missing_config(tmp_path):
     cfg = cls_config(tmp_path / 'vit.py', 'vit')
     for args, message in (([cfg, '--labels', 'a', 'b'], 'gives 2 labels for 1 models'),
@@ -110,6 +114,7 @@ def test_bad_labels_and_missing_config(tmp_path):
         assert err.startswith('error: ') and message in err
 
 
+@pytest.mark.e2e
 def test_kappa_over_training_from_logs(tmp_path):
     from mmcondattn.datasets import make_imagenet_folder
     data = make_imagenet_folder(str(tmp_path / 'imnet'), num_train_per_class=4,

@@ -41,7 +41,7 @@ import pytest  # noqa: E402
 
 from mmcondattn.stack import StackError, check_stack  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # a sitecustomize that makes mmcv look like mmcv-lite: its compiled extension cannot be found
 HIDE_MMCV_EXT = '''
 import importlib.abc, sys
@@ -72,6 +72,7 @@ def test_broken_stack_is_named(versions, says):
                 mmcv_version='2.0.0rc4', has_mmcv_ops=True)  # the edges that are fine
 
 
+@pytest.mark.e2e
 def test_mmcv_without_ops_fails_at_import_in_one_line(tmp_path):
     """Without the check, mmcv-lite fails deep inside mmcv.ops (when a head first runs NMS);
     with it, importing mmcondattn's OpenMMLab part (and so every tool) says what is wrong in
@@ -135,6 +136,7 @@ def test_mmcv_built_for_another_torch_is_named():
     check_stack(**ok, mmcv_ext_error='')
 
 
+@pytest.mark.e2e
 def test_mmcv_abi_mismatch_fails_at_import_in_one_line(tmp_path):
     (tmp_path / 'sitecustomize.py').write_text(BREAK_MMCV_ABI)
     _fake_mmcv_dist_info(tmp_path, '2.13.0')

@@ -17,14 +17,9 @@ from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, Co
                                          ConditionedViTDet, ConditionedXCiT,
                                          ConditionedXCiTDet)
 
+from cond_helpers import METHODS, build
+
 XCIT = dict(embed_dims=64, depth=4, num_heads=4, tokens_norm=True)  # t12-like, 4 blocks
-METHODS = {
-    'off': None,
-    'precond': dict(precond=dict()),
-    'spectral': dict(spectral=dict(lam=1.)),
-    'tokens': dict(tokens=dict(solver='svd')),
-    'all': dict(precond=dict(), spectral=dict(), tokens=dict()),
-}
 # name: (scope, config, expected output channels; None for a classifier's (B, C) output)
 BACKBONES = {
     'xcit-cls': ('mmpretrain', dict(type='ConditionedXCiT', arch=XCIT), None),
@@ -39,18 +34,6 @@ BACKBONES = {
     'swin-det': ('mmdet', dict(type='ConditionedSwin', arch='tiny'), [96, 192, 384, 768]),
 }
 NUM_ATTENTION = {'xcit': 4, 'vit': 12, 'swin': 12}
-
-
-def build(scope, cfg):
-    """Build ``cfg`` through the MODELS registry of ``scope``, as that scope's configs do."""
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    else:
-        from mmpretrain.registry import MODELS
-        from mmpretrain.utils import register_all_modules
-    register_all_modules()  # also makes `scope` the default scope
-    return MODELS.build(copy.deepcopy(cfg))
 
 
 @contextmanager
@@ -72,6 +55,7 @@ def mmengine_log():
         logger.removeHandler(handler)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', list(METHODS))
 @pytest.mark.parametrize('name', list(BACKBONES))
 def test_build_forward_backward(name, method):
@@ -108,6 +92,7 @@ def test_build_forward_backward(name, method):
             assert not torch.allclose(plain(x)[-1], model(x)[-1])
 
 
+@pytest.mark.slow
 def test_same_name_two_registries():
     assert type(build('mmdet', dict(type='ConditionedXCiT', arch=XCIT, out_indices=(0, 1, 2, 3)))
                 ) is ConditionedXCiTDet
@@ -120,6 +105,7 @@ def test_same_name_two_registries():
 
 
 # ----------------------------------------------------------------------------- presets
+@pytest.mark.slow
 def test_xcit_presets_equal_mmpretrain_configs():
     """Every stock mmpretrain XCiT config's backbone equals our preset of that name."""
     import mmpretrain
@@ -138,6 +124,7 @@ def test_xcit_presets_equal_mmpretrain_configs():
     assert set(ConditionedXCiT.arch_zoo) == {'n12', 't12', 't24', 's12', 's24', 'm24', 'l24'}
 
 
+@pytest.mark.slow
 def test_vit_and_swin_presets_are_the_stock_ones():
     from mmpretrain.models.backbones import SwinTransformer, VisionTransformer
     assert ConditionedSwinDet.arch_zoo is SwinTransformer.arch_zoo
@@ -149,6 +136,7 @@ def test_vit_and_swin_presets_are_the_stock_ones():
     assert det.stages[2].blocks.__len__() == 18 and det.num_features == [96, 192, 384, 768]
 
 
+@pytest.mark.slow
 def test_xcit_detection_defaults_follow_official_configs():
     m = ConditionedXCiTDet(arch='t12')
     assert m.out_indices == [3, 5, 7, 11] and m.embed_dims == 192
@@ -182,6 +170,7 @@ def _stock(name):
     raise KeyError(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['off', 'spectral', 'all'])
 @pytest.mark.parametrize('name', ['xcit-cls', 'vit-cls', 'swin-cls', 'swin-det', 'vit-det'])
 def test_stock_state_dict_loads_and_matches(name, method):
@@ -232,6 +221,7 @@ DET_FROM_CLS = {  # family: (classification config, detection config, keys only 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', list(DET_FROM_CLS))
 def test_detection_init_from_classifier_checkpoint(tmp_path, family):
     cls_cfg, det_cfg, det_only = DET_FROM_CLS[family]
@@ -261,6 +251,7 @@ def test_detection_init_from_classifier_checkpoint(tmp_path, family):
         assert 'classification-only keys (' in text and 'cls_token' in text
 
 
+@pytest.mark.slow
 def test_checkpoint_with_wrong_keys_is_reported(tmp_path):
     cls_cfg, det_cfg, _ = DET_FROM_CLS['xcit']
     _, state = _classifier_checkpoint(tmp_path, cls_cfg, 'xcit')
@@ -320,6 +311,7 @@ def test_unknown_arch_lists_valid_ones(cls):
         cls(arch=dict(embed_dims=32))
 
 
+@pytest.mark.slow
 def test_bad_options():
     with pytest.raises(ConditioningConfigError, match='precnd'):
         ConditionedViT(arch='deit-tiny', conditioning=dict(precnd=dict()))
@@ -335,6 +327,7 @@ def test_bad_options():
 
 @pytest.mark.parametrize('name', ['xcit-det-p16', 'xcit-det-p8', 'vit-det', 'swin-det',
                                   'vit-cls', 'swin-cls', 'xcit-cls'])
+@pytest.mark.slow
 def test_sizes_not_multiple_of_patch_or_window(name):
     scope, cfg, channels = BACKBONES[name]
     model = build(scope, dict(cfg, conditioning=METHODS['tokens'])).eval()
@@ -365,6 +358,7 @@ def test_xcit_detection_frozen_stages():
         ConditionedXCiTDet(arch=XCIT, out_indices=(0, 1, 2, 3), frozen_stages=5)
 
 
+@pytest.mark.slow
 def test_swin_detection_init_refreshes_svd_corrections():
     """mmdet's Swin initialises its weights outside mmengine's init_weights chain; the
     svd corrections must follow the initialised weights."""
@@ -391,6 +385,7 @@ STOCK = {
 
 @pytest.mark.parametrize('conditioning', [
     METHODS['all'], dict(spectral=dict(mode='svd'), tokens=dict(position='after_pos_embed'))])
+@pytest.mark.slow
 @pytest.mark.parametrize('family', list(STOCK))
 def test_condition_model_on_a_stock_backbone_equals_the_conditioned_backbone(family,
                                                                              conditioning):

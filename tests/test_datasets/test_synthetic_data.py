@@ -3,6 +3,7 @@ import json
 import os.path as osp
 
 import numpy as np
+import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -35,6 +36,7 @@ def test_coco_shapes_is_deterministic(tmp_path):
     assert load(a['train']) == load(b['train']) != load(c['train'])
 
 
+@pytest.mark.slow
 def test_mmdet_coco_dataset_reads_it(tmp_path):
     from mmdet.datasets import CocoDataset
     from mmengine.registry import DefaultScope

@@ -13,12 +13,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-import mmcondattn  # noqa: F401  registers the backbones
+import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.compat import replace_syncbn
 
 from conftest import REPO
-from test_stock_configs import meta_build
-from test_backbones import build
+from cond_helpers import build, meta_build
 
 COCO_CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO, 'configs/**/*.py'), recursive=True)
@@ -60,6 +59,7 @@ def test_coco_configs_are_found():
     assert len(COCO_CONFIGS) >= 38
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', COCO_CONFIGS, ids=rel)
 def test_coco_config_starts_from_the_public_imagenet_checkpoint_of_its_arch(path):
     b = Config.fromfile(path).model.backbone
@@ -119,6 +119,7 @@ def _cache(tmp_path, monkeypatch, url, ckpt):
     torch.save(ckpt, str(folder / osp.basename(url)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', ['xcit', 'vit'])
 def test_mmpretrain_zoo_checkpoint_loads_into_the_detection_backbone(family, tmp_path,
                                                                      monkeypatch):
@@ -145,6 +146,7 @@ def test_mmpretrain_zoo_checkpoint_loads_into_the_detection_backbone(family, tmp
     assert loaded > 100
 
 
+@pytest.mark.slow
 def test_official_swin_release_loads_as_into_mmdets_swin(tmp_path, monkeypatch):
     import timm
     from mmdet.registry import MODELS

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO
 
 # a finder that makes the OpenMMLab packages unimportable, as in an environment without them
@@ -31,6 +33,7 @@ def run(code: str, cwd: str = REPO) -> str:
     return proc.stdout
 
 
+@pytest.mark.e2e
 def test_math_converters_and_condition_model_need_torch_alone(tmp_path):
     out = run(BLOCK_MM + '''
 import torch
@@ -62,6 +65,7 @@ except ImportError as e:
     assert out.startswith('openmmlab: mmcv')  # the stack check's one clear error
 
 
+@pytest.mark.e2e
 def test_plain_import_changes_nothing_in_mmengine():
     run('''
 import sys
@@ -70,6 +74,7 @@ assert 'mmengine' not in sys.modules and 'mmcondattn.openmmlab' not in sys.modul
 ''')
 
 
+@pytest.mark.e2e
 def test_custom_imports_register_the_openmmlab_part(tmp_path):
     cfg = tmp_path / 'cfg.py'
     cfg.write_text("custom_imports = dict(imports=['mmcondattn'], allow_failed_imports=False)\n")

@@ -112,6 +112,7 @@ def test_precondition_gradients(detach):
 @HYP
 @given(d_out=st.integers(1, 12), d_in=st.integers(1, 12),
        log_kappa=st.floats(0, 8), seed=st.integers(0, 100))
+@pytest.mark.slow
 def test_spectral_svd_bounds_kappa_by_two(d_out, d_in, log_kappa, seed):
     w = torch.cat([ill_conditioned(d_out, d_in, 10**log_kappa, seed=seed + i) for i in range(3)])
     c = spectral_correction(w, mode='svd')

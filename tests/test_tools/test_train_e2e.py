@@ -7,6 +7,8 @@ import pytest
 from conftest import DEMO_CONFIG, run_tool
 from mmcondattn.analysis.logs import scalars_records
 
+pytestmark = pytest.mark.e2e  # the whole file (see pytest.ini)
+
 # 8 train images, batch 2: 4 iterations an epoch.
 SHORT = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
          'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']

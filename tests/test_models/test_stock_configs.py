@@ -1,4 +1,4 @@
-"""The stock-config walk (issue 15): every config shipped inside the installed mmdet and
+"""The stock-config walk: every config shipped inside the installed mmdet and
 mmpretrain (their ``.mim/configs``) whose backbone is a ViT (``VisionTransformer``), Swin
 (``SwinTransformer``) or XCiT takes ``type='Conditioned…'`` plus a ``conditioning`` and
 nothing else.
@@ -24,10 +24,12 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from torch.overrides import TorchFunctionMode
-from torch.utils._device import _device_constructors
 
-import mmcondattn  # noqa: F401  registers the backbones
+import mmcondattn.openmmlab  # noqa: F401  registers the backbones
+
+from cond_helpers import meta_build
+
+pytestmark = pytest.mark.slow  # the whole file (see pytest.ini)
 
 FAMILIES = {'VisionTransformer': 'ConditionedViT', 'SwinTransformer': 'ConditionedSwin',
             'XCiT': 'ConditionedXCiT'}
@@ -47,20 +49,6 @@ NOT_WRAPPED = {
 }
 ALL_ON = dict(precond=dict(), spectral=dict(), tokens=dict(solver='svd'))
 EQUAL_MAX_PARAMS = 400e6  # larger backbones: layout only (ViT-H, EVA-G: GBs of weights)
-
-
-class meta_build(TorchFunctionMode):
-    """Build modules with their tensors on the meta device (shapes only, no memory), except
-    the small schedule / index tensors stock constructors read back
-    (``torch.linspace(...).item()`` in both Swins, ``torch.arange`` for window indices)."""
-    KEEP = (torch.linspace, torch.arange)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = dict(kwargs or {})
-        if func in _device_constructors() and kwargs.get('device') is None \
-                and func not in self.KEEP:
-            kwargs['device'] = 'meta'
-        return func(*args, **kwargs)
 
 
 def _package_root(pkg):

@@ -8,6 +8,8 @@ from mmengine.config import Config
 
 from conftest import DEMO_CONFIG, REPO, run_tool
 
+pytestmark = pytest.mark.e2e  # the whole file (see pytest.ini)
+
 HEADLINE = osp.join(REPO, 'configs/mask_rcnn_xcit_precond.py')
 DATA_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator',
              'test_evaluator', 'train_cfg', 'param_scheduler', 'default_hooks')

@@ -25,21 +25,21 @@ SHELL_LANGS = ('', 'bash', 'sh', 'shell', 'console')
 
 # Commands too long to run here: the test that runs them (file::function).
 EXERCISED_BY = {
-    'tools/train.py': 'tests/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
-    'tools/test.py': 'tests/test_train_e2e.py::test_test_tool_evaluates_a_checkpoint',
-    'tools/dist_train.sh': 'tests/test_train_e2e.py::test_two_process_cpu_dist_train',
+    'tools/train.py': 'tests/test_tools/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
+    'tools/test.py': 'tests/test_tools/test_train_e2e.py::test_test_tool_evaluates_a_checkpoint',
+    'tools/dist_train.sh': 'tests/test_tools/test_train_e2e.py::test_two_process_cpu_dist_train',
     'tools/dist_test.sh':
-        'tests/test_user_commands.py::test_headline_config_dist_train_then_dist_test',
+        'tests/test_tools/test_user_commands.py::test_headline_config_dist_train_then_dist_test',
     'tools/analysis_tools/eval_model_zoo.py':
-        'tests/test_model_zoo.py::test_eval_tool_reports_match_then_regression',
-    'tools/model_converters/xcit2mmcondattn.py': 'tests/test_converters.py::test_command_lines',
-    'tools/model_converters/vit2mmcondattn.py': 'tests/test_converters.py::test_command_lines',
-    'tools/model_converters/swin2mmcondattn.py': 'tests/test_converters.py::test_command_lines',
-    'tools/model_converters/cls2det.py': 'tests/test_converters.py::test_command_lines',
-    'tools/slurm_train.sh': 'tests/test_slurm_scripts.py::test_srun_command_line',
-    'tools/slurm_test.sh': 'tests/test_slurm_scripts.py::test_srun_command_line',
-    'make demo': 'tests/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
-    'make demo-cls': 'tests/test_classification_e2e.py::test_classifier_dist_train_then_dist_test',
+        'tests/test_analysis/test_model_zoo.py::test_eval_tool_reports_match_then_regression',
+    'tools/model_converters/xcit2mmcondattn.py': 'tests/test_converters/test_converters.py::test_command_lines',
+    'tools/model_converters/vit2mmcondattn.py': 'tests/test_converters/test_converters.py::test_command_lines',
+    'tools/model_converters/swin2mmcondattn.py': 'tests/test_converters/test_converters.py::test_command_lines',
+    'tools/model_converters/cls2det.py': 'tests/test_converters/test_converters.py::test_command_lines',
+    'tools/slurm_train.sh': 'tests/test_tools/test_slurm_scripts.py::test_srun_command_line',
+    'tools/slurm_test.sh': 'tests/test_tools/test_slurm_scripts.py::test_srun_command_line',
+    'make demo': 'tests/test_tools/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
+    'make demo-cls': 'tests/test_tools/test_classification_e2e.py::test_classifier_dist_train_then_dist_test',
     'make test': 'the test suite itself (.ci/run runs it)',
 }
 # Commands run here verbatim (in a temporary folder): scripts whose doc commands are run by
@@ -152,10 +152,10 @@ def test_command_is_run_here_or_exercised_by_a_named_test(doc, cmd):
         return  # run by test_concrete_commands_run (concrete ones) / test_help (synopses)
     where = EXERCISED_BY.get(script)
     if where is None:  # another developer's tool: a test file must run it
-        users = [t for t in glob.glob(osp.join(REPO, 'tests', 'test_*.py'))
+        users = [t for t in glob.glob(osp.join(REPO, 'tests', '**', 'test_*.py'), recursive=True)
                  if not t.endswith('test_docs.py') and script in open(t).read()]
-        assert users, (f'{doc}: {cmd!r} is neither run by tests/test_docs.py nor by any test '
-                       f'(no tests/test_*.py mentions {script}); add it to EXERCISED_BY')
+        assert users, (f'{doc}: {cmd!r} is neither run by tests/test_docs/test_docs.py nor by any test '
+                       f'(no tests/**/test_*.py mentions {script}); add it to EXERCISED_BY')
         return
     if where.startswith('tests/'):
         path, _, func = where.partition('::')
@@ -238,6 +238,7 @@ def _run(cmd, cwd):
                           env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.e2e
 def test_concrete_commands_run(tmp_path):
     """The converter and dataset commands of the docs, run verbatim in a temporary folder on
     state dicts made here (in doc order, so a later command may use an earlier output)."""
@@ -384,6 +385,7 @@ def _run_python(code, cwd):
     return r.stdout
 
 
+@pytest.mark.slow
 def test_lambda_entropy_numbers_are_the_scripts_output(tmp_path):
     doc, _, code = _doctests()['lambda-entropy']
     out = _run_python(code, tmp_path)
@@ -402,10 +404,12 @@ def test_lambda_entropy_numbers_are_the_scripts_output(tmp_path):
             assert round(got[lam][idx], digits) == float(cell), (lam, cell, got[lam])
 
 
+@pytest.mark.slow
 def test_fold_snippet_runs():
     _run_python(_doctests()['fold'][2], REPO)
 
 
+@pytest.mark.slow
 def test_own_config_example_builds(tmp_path):
     """The 'your own config' example of docs/configs.md, saved where it says, builds a
     detector with the preconditioned XCiT and runs a forward."""
@@ -434,6 +438,7 @@ def test_own_config_example_builds(tmp_path):
     assert [f.shape[1] for f in feats] == [256] * 5
 
 
+@pytest.mark.slow
 def test_fold_deployment_recipe_of_tools_md(tmp_path):
     """docs/tools.md: fold a spectral XCiT Mask R-CNN checkpoint, load it into the baseline
     config: same backbone features."""

@@ -137,6 +137,7 @@ def test_report_folder_is_fresh(tmp_path, monkeypatch):
     assert (tmp_path / 'used' / REPORT_NAME).read_text() == 'old'
 
 
+@pytest.mark.e2e
 def test_stream_stops_a_command_at_its_budget(tmp_path):
     seen = []
     t0 = time.monotonic()

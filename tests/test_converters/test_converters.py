@@ -212,6 +212,7 @@ def test_xcit_official_detection_checkpoint(patch_size):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('patch_size', [16, 8])
 def test_official_xcit_coco_checkpoint_loads_through_its_zoo_config(tmp_path, patch_size):
     """An official facebookresearch/xcit Mask R-CNN 3x file of XCiT-T12 (mmdet 2.x: meta,
@@ -338,6 +339,7 @@ def _cli(name, *args):
     return r.returncode, r.stderr
 
 
+@pytest.mark.e2e
 def test_command_lines(tmp_path):
     src, dst = str(tmp_path / 'xcit.pth'), str(tmp_path / 'out.pth')
     torch.save({'model': _timm_xcit(16).state_dict()}, src)

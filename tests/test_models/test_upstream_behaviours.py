@@ -123,6 +123,7 @@ def test_stock_behaviour_holds(name, method):
         assert all(torch.isfinite(g).all() for g in got)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['precond', 'spectral', 'tokens', 'all'])
 @pytest.mark.parametrize('name', ['swin-with_cp', 'swin-det-with_cp'])
 def test_activation_checkpointing_with_every_method(name, method):

@@ -8,7 +8,9 @@ import pytest
 
 from conftest import run_tool
 from mmcondattn.analysis.study import conditioning_of, summarize
-from test_fashion_mnist import write_fixture
+from cond_helpers import write_fashion_mnist_fixture
+
+pytestmark = pytest.mark.e2e  # the whole file (see pytest.ini)
 
 TOOL = 'tools/analysis_tools/conditioning_study.py'
 
@@ -95,7 +97,7 @@ def test_fmnist_sweep_best_lambda_seeds_report_and_claims(tmp_path):
     """The real-data task on a tiny Fashion-MNIST fixture: the λ sweep runs first (first
     seed), spectral's other seeds use the best λ, κ over training comes from the
     ConditionMonitorHook logs, the report and the claims go between their markers."""
-    write_fixture(tmp_path / 'fm', dict(train=48, test=40, side=28), gz=False)
+    write_fashion_mnist_fixture(tmp_path / 'fm', dict(train=48, test=40, side=28), gz=False)
     page = tmp_path / 'docs/study.md'
     page.parent.mkdir()
     page.write_text('Top.\n<!-- study-fmnist:begin -->\n<!-- study-fmnist:end -->\nMiddle.\n'

@@ -49,6 +49,7 @@ def test_conditioning_off_is_the_stock_model(family, conditioning):
     assert torch.equal(model(x), stock(x))  # atol 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', MODELS)
 def test_each_method_keeps_classes_and_stock_keys(family):
     stock, x = build(family)
@@ -87,6 +88,7 @@ def test_precond_rows_entering_proj_have_unit_norm(family):
         torch.testing.assert_close(norms, torch.ones_like(norms), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
 @pytest.mark.parametrize('spectral', [dict(mode='svd'), dict(lam=2., targets=('q', 'v'))])
 def test_spectral_qkv_is_linear_with_w_plus_c_and_folds(family, spectral):
@@ -157,8 +159,16 @@ def test_unsupported_models_fail_naming_what_is_supported():
         condition_model(nn.Sequential(Attention(16, num_heads=2)), dict(tokens=dict()))
 
 
+@pytest.mark.slow
 def test_conditioned_timm_backbone_from_an_mmpretrain_config():
+    """Built from mmpretrain's registry (whatever default scope an earlier test left)."""
     import mmcondattn.openmmlab  # noqa: F401
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        _timm_backbone_from_config()
+
+
+def _timm_backbone_from_config():
     from mmpretrain.registry import MODELS
     cfg = dict(model_name='deit_tiny_patch16_224', img_size=32)
     torch.manual_seed(0)
@@ -211,6 +221,7 @@ def test_architecture_doc_example_runs():
     assert isinstance(scope['model'].blocks[0].attn.proj, PreconditionedLinear)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
 def test_measure_conditioning_on_timm_models(family):
     from mmcondattn.models.probe import measure_conditioning

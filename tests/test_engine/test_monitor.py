@@ -39,6 +39,7 @@ def imagenet(tmp_path_factory):
                                 num_val_per_class=2, img_size=32, seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
 def test_measure_matches_direct_svd(family):
     from mmcondattn.models import attention_layers, measure_conditioning
@@ -106,6 +107,7 @@ def test_hook_rejects_bad_arguments_and_models_without_attention():
         measure_conditioning(torch.nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('family', ['vit', 'swin', 'xcit'])
 def test_hook_logs_kappa_of_the_trained_weights(family, imagenet, tmp_path):
     """Real Runner, 4 iterations, interval 2: records at steps 0, 2 and 4 (after the last

@@ -8,6 +8,8 @@ import pytest
 from conftest import REPO, run_tool
 from mmcondattn.analysis.logs import scalars_records
 
+pytestmark = pytest.mark.e2e  # the whole file (see pytest.ini)
+
 CLS_CONFIG = osp.join(REPO, 'configs/demo/xcit-n-p8_precond_shapes-cls.py')
 SHORT = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
          'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',

@@ -1,60 +1,31 @@
 """Fashion-MNIST preparation (``make data-fmnist``): un-gzip, IDX header checks, the one-line
 error when the data cannot be had, and mmpretrain's stock FashionMNIST reading the result.
 The IDX files are tiny fixtures written here, so the suite never needs the Debian package."""
-import gzip
 import os.path as osp
-import struct
 
 import numpy as np
 import pytest
 
+from cond_helpers import FMNIST_SIZES, idx_bytes, write_fashion_mnist_fixture
 from conftest import run_tool
 
 from mmcondattn.datasets.fashion_mnist import (FILES, IdxError, check_idx, find_sources,
                                                prepare_fashion_mnist)
 
 TOOL = 'tools/misc/prepare_fashion_mnist.py'
-SIZES = dict(train=6, test=4, side=28)
 
 
-def _idx(array, code=0x08):
-    a = np.ascontiguousarray(array, dtype=np.uint8)
-    return bytes([0, 0, code, a.ndim]) + struct.pack(f'>{a.ndim}I', *a.shape) + a.tobytes()
-
-
-def write_fixture(folder, sizes=SIZES, gz=True):
-    """The four files of a tiny Fashion-MNIST (image i of a split is filled with i, label
-    i % 10); returns ``{name: (images or labels array)}``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for name, (split, kind) in FILES.items():
-        n = sizes[split]
-        if kind == 'images':
-            arr = np.arange(n, dtype=np.uint8)[:, None, None] * np.ones(
-                (1, sizes['side'], sizes['side']), np.uint8)
-            arr[:, 0, :3] = 200 + (split == 'test')  # a corner that tells the splits apart
-        else:
-            arr = np.arange(n, dtype=np.uint8) % 10
-        arrays[name] = arr
-        data = _idx(arr)
-        if gz:
-            with gzip.open(folder / (name + '.gz'), 'wb') as f:
-                f.write(data)
-        else:
-            (folder / name).write_bytes(data)
-    return arrays
-
-
+@pytest.mark.slow
 def test_ungzips_checks_and_mmpretrain_reads_it(tmp_path):
-    arrays = write_fixture(tmp_path / 'src')
+    arrays = write_fashion_mnist_fixture(tmp_path / 'src')
     sources = find_sources([str(tmp_path / 'missing'), str(tmp_path / 'src')])
     assert sorted(sources) == sorted(FILES) and all(p.endswith('.gz') for p in sources.values())
     out = tmp_path / 'data/fashion_mnist'
-    paths = prepare_fashion_mnist(sources, str(out), SIZES)
+    paths = prepare_fashion_mnist(sources, str(out), FMNIST_SIZES)
     assert [osp.basename(p) for p in paths] == list(FILES)
     for name, arr in arrays.items():  # un-gzipped byte for byte: header then the data
         raw = (out / name).read_bytes()
-        assert raw == _idx(arr)
+        assert raw == idx_bytes(arr)
 
     from mmpretrain.datasets import FashionMNIST
     train = FashionMNIST(data_root=str(out), download=False)
@@ -69,7 +40,7 @@ def test_ungzips_checks_and_mmpretrain_reads_it(tmp_path):
 
 
 def test_header_checks(tmp_path):
-    write_fixture(tmp_path / 'src', gz=False)
+    write_fashion_mnist_fixture(tmp_path / 'src', gz=False)
     path = str(tmp_path / 'src/train-images-idx3-ubyte')
     assert check_idx(path, 'images', 6, 28) == [6, 28, 28]
     with pytest.raises(IdxError, match=r'dims \[6, 28, 28\]; expected uint8 \(0x08\) '
@@ -77,7 +48,7 @@ def test_header_checks(tmp_path):
         check_idx(path, 'images', 60000, 28)
     with pytest.raises(IdxError, match='expected uint8'):
         check_idx(str(tmp_path / 'src/train-labels-idx1-ubyte'), 'images', 6, 28)
-    (tmp_path / 'cut').write_bytes(_idx(np.zeros((6, 28, 28)))[:-5])  # data cut short
+    (tmp_path / 'cut').write_bytes(idx_bytes(np.zeros((6, 28, 28)))[:-5])  # data cut short
     with pytest.raises(IdxError, match='4715 bytes, the header needs 4720'):
         check_idx(str(tmp_path / 'cut'), 'images', 6, 28)
     (tmp_path / 'junk').write_bytes(b'PK\x03\x04 not idx')
@@ -90,6 +61,7 @@ def test_header_checks(tmp_path):
     assert not (tmp_path / 'out/train-images-idx3-ubyte').exists()
 
 
+@pytest.mark.e2e
 def test_tool_says_in_one_line_what_to_download(tmp_path):
     r = run_tool([TOOL, str(tmp_path / 'fm'), '--src', str(tmp_path / 'none'), '--no-install'],
                  cwd=tmp_path)
@@ -99,7 +71,7 @@ def test_tool_says_in_one_line_what_to_download(tmp_path):
     assert 'train-images-idx3-ubyte.gz' in lines[0] and 'github.com/zalandoresearch' in lines[0]
     assert f'into {tmp_path / "fm"}/' in lines[0] and 'dataset-fashion-mnist' in lines[0]
 
-    write_fixture(tmp_path / 'src')  # a fixture is not the real dataset: one line too
+    write_fashion_mnist_fixture(tmp_path / 'src')  # a fixture is not the real dataset: one line too
     r = run_tool([TOOL, str(tmp_path / 'fm'), '--src', str(tmp_path / 'src'), '--no-install'],
                  cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

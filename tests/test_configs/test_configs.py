@@ -9,10 +9,12 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-import mmcondattn  # noqa: F401  registers the conditioned backbones
+import mmcondattn.openmmlab  # noqa: F401  registers the conditioned backbones
 from mmcondattn.compat import replace_syncbn
 
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # the whole file (see pytest.ini)
 
 CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs/**/*.py'), recursive=True)
                  if '/_base_/' not in p)

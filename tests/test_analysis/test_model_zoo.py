@@ -55,6 +55,7 @@ def test_model_index_imports_a_metafile_per_family():
     assert sorted(index['Import']) == sorted(_metafiles())
 
 
+@pytest.mark.slow
 def test_every_config_is_listed_once_under_its_stem():
     models = model_zoo.load_models(INDEX)
     names = [m['Name'] for m in models]
@@ -95,6 +96,7 @@ def test_collections_and_fields():
         assert used == collections, (path, collections - used)
 
 
+@pytest.mark.slow
 def test_metadata_matches_each_config():
     """Epochs and Training Data are what the config trains (read from the config)."""
     from mmengine.config import Config
@@ -148,6 +150,7 @@ def test_only_numbers_measured_here_are_recorded():
                     assert row and f'{value:.1f}' in row, (m['Name'], metric, value)
 
 
+@pytest.mark.slow
 def test_third_party_rows():
     """``Converted From`` rows: the authors' weights URL (also as ``Weights``) and code,
     their reported box / mask AP, a conditioning-off config of the same arch, and the same
@@ -225,6 +228,7 @@ def _index(folder, box, mask, weights=None):
     return str(folder / 'model-index.yml')
 
 
+@pytest.mark.e2e
 def test_eval_tool_reports_match_then_regression(demo_checkpoint, coco_workspace, tmp_path):
     ckpt, box, mask = demo_checkpoint
     # 1. the recorded metrics are those of the trained model: match, exit 0
@@ -258,6 +262,7 @@ def test_eval_tool_reports_match_then_regression(demo_checkpoint, coco_workspace
     assert 'REGRESSION' in r.stdout
 
 
+@pytest.mark.e2e
 def test_eval_tool_argument_errors(tmp_path):
     r = run_tool([TOOL, '--model-index', str(tmp_path / 'none.yml')], cwd=tmp_path)
     assert r.returncode == 2 and 'not found' in r.stderr
