@@ -4,10 +4,11 @@
 #   tools/setup_env.sh                    # .venv: torch 2.13.0, numpy 2.x (the default stack)
 #   tools/setup_env.sh --stack torch2.1   # .venv-torch2.1: torch 2.1.2, numpy 1.26
 #
-# Both get mmcv 2.1.0 built from source with its ops, mmengine 0.10.7, mmdet 3.3.0,
-# mmpretrain 1.2.0, pycocotools, the test tools and this package (editable). VENV=... overrides
-# the folder. Idempotent: a second run only checks the stamp and returns in seconds.
-# Why each step looks the way it does: see docs/installation.md.
+# Both get mmcv 2.1.0 built from source with its ops, then requirements/mminstall.txt (mmengine
+# 0.10.7, mmdet 3.3.0, mmpretrain 1.2.0, pycocotools), optional.txt, tests.txt (test and lint
+# tools) and this package (editable). VENV=... overrides the folder. Idempotent: a second run
+# only checks the stamp and returns in seconds. Why each step looks the way it does: see
+# docs/installation.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --stack) STACK="${2:-}"; shift 2 || shift ;;
     --stack=*) STACK="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "[setup] unknown argument '$1'; usage: tools/setup_env.sh [--stack torch2.13|torch2.1]" >&2; exit 2 ;;
   esac
 done
@@ -31,8 +32,10 @@ esac
 VENV="${VENV:-$DEFAULT_VENV}"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.mmcondattn-stack"
-# What the stamp certifies: the stack, and the content of this script and of setup.py.
-WANT=$( (echo "$STACK"; cat tools/setup_env.sh setup.py) 2>/dev/null | sha256sum | cut -d' ' -f1)
+# What the stamp certifies: the stack, and the content of this script, setup.py and the
+# requirements files.
+WANT=$( (echo "$STACK"; cat tools/setup_env.sh setup.py requirements/*.txt) 2>/dev/null \
+  | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
@@ -103,9 +106,9 @@ if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2
   "${IPIP[@]}" -q --no-deps --force-reinstall "$WHEELS"/mmcv-2.1.0-*.whl
 fi
 
-log "mmengine, mmdet, mmpretrain, pycocotools, test tools"
-"${IPIP[@]}" -q -c "$CONS" mmengine==0.10.7 mmdet==3.3.0 mmpretrain==1.2.0 pycocotools \
-  pytest pytest-timeout hypothesis timm matplotlib tensorboard
+log "mmengine, mmdet, mmpretrain, pycocotools, test and lint tools (requirements/)"
+"${IPIP[@]}" -q -c "$CONS" -r requirements/mminstall.txt -r requirements/optional.txt \
+  -r requirements/tests.txt
 log "mmcondattn (editable)"
 "${IPIP[@]}" -q -c "$CONS" --no-build-isolation --no-deps -e .
 
