@@ -1,5 +1,4 @@
 import os.path as osp
-
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -31,11 +30,14 @@ setup(
     # mmcv against the installed torch; see docs/installation.md.
     install_requires=requirements('runtime'),
     extras_require={
-        'mim': requirements('mminstall'),
-        'optional': requirements('optional'),
-        'tests': requirements('tests'),
-        'all': sorted(set(requirements('mminstall') + requirements('optional')
-                          + requirements('tests'))),
+        'mim':
+        requirements('mminstall'),
+        'optional':
+        requirements('optional'),
+        'tests':
+        requirements('tests'),
+        'all':
+        sorted(set(requirements('mminstall') + requirements('optional') + requirements('tests'))),
     },
     license='Apache-2.0',
 )

@@ -51,8 +51,10 @@ def mmengine_checkpoint_globals():
         from numpy._core import multiarray
     else:  # numpy 1.x (its numpy._core is only a stub)
         from numpy.core import multiarray
-    globs = [HistoryBuffer, getattr, bytes, np.ndarray, np.dtype, multiarray._reconstruct,
-             multiarray.scalar]
+    globs = [
+        HistoryBuffer, getattr, bytes, np.ndarray, np.dtype, multiarray._reconstruct,
+        multiarray.scalar
+    ]
     # numpy >= 1.25 pickles dtypes as instances of their own classes (np.dtypes.*DType).
     globs += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType')]
     return globs
@@ -100,8 +102,8 @@ def load_checkpoint_file(filename, map_location=None, scoped=None):
     try:
         # The allow-list holds only while loading through here, not for every torch.load.
         with _GuardHistoryBufferMethods(filename):
-            ckpt = weights_only_load(filename, map_location, mmengine_checkpoint_globals(),
-                                     scoped=scoped)
+            ckpt = weights_only_load(
+                filename, map_location, mmengine_checkpoint_globals(), scoped=scoped)
     except CheckpointError:
         raise
     except pickle.UnpicklingError as e:
@@ -157,8 +159,8 @@ def _register_loaders():
     """Route mmengine's local-file and URL loading (load_from, resume, init_cfg) through ours."""
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', loader=load_checkpoint_file, force=True)
-    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
-                                     loader=load_checkpoint_url, force=True)
+    CheckpointLoader.register_scheme(
+        prefixes=('http://', 'https://'), loader=load_checkpoint_url, force=True)
 
 
 def setup_cpu_distributed(cfg, launcher):
@@ -220,8 +222,8 @@ class GridCubic:
             raise NotImplementedError(f"GridCubic replaces interp2d(kind='cubic') only, "
                                       f'not kind={kind!r}')
         from scipy.interpolate import RectBivariateSpline
-        self._spline = RectBivariateSpline(np.asarray(x), np.asarray(y), np.asarray(z).T,
-                                           kx=3, ky=3, s=0)
+        self._spline = RectBivariateSpline(
+            np.asarray(x), np.asarray(y), np.asarray(z).T, kx=3, ky=3, s=0)
 
     def __call__(self, x_new, y_new):
         return self._spline(np.asarray(x_new), np.asarray(y_new)).T

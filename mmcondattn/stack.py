@@ -71,8 +71,12 @@ def mmcv_built_for_torch():
     return m.group(1) if m else None
 
 
-def check_stack(torch_version=None, torchvision_version=None, mmcv_version=None,
-                has_mmcv_ops=None, mmcv_ext_error=None, mmcv_torch=None) -> None:
+def check_stack(torch_version=None,
+                torchvision_version=None,
+                mmcv_version=None,
+                has_mmcv_ops=None,
+                mmcv_ext_error=None,
+                mmcv_torch=None) -> None:
     """Raise :class:`StackError` if torch, torchvision and mmcv cannot work together.
 
     The arguments default to what is installed (they exist so that each failure can be shown
@@ -115,8 +119,8 @@ def check_stack(torch_version=None, torchvision_version=None, mmcv_version=None,
         mmcv_ext_error = _mmcv_ext_error() or ''
     if 'undefined symbol' in mmcv_ext_error:
         mmcv_torch = mmcv_built_for_torch() if mmcv_torch is None else mmcv_torch
-        built = (f'built against torch {mmcv_torch}' if mmcv_torch
-                 else 'built against another torch (which one is not recorded)')
+        built = (f'built against torch {mmcv_torch}'
+                 if mmcv_torch else 'built against another torch (which one is not recorded)')
         sym = mmcv_ext_error.split('undefined symbol:')[-1].strip()
         raise StackError(
             f'mmcv {mmcv_version}\'s compiled ops were {built}, not the installed torch '

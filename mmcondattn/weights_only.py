@@ -42,6 +42,7 @@ def _torch_allowed_globals() -> dict:
     bytes), ``bytearray``, ``complex``, ``set``, ``collections.Counter`` (e.g. a
     MultiStepLR's milestones) and ``torch.device``."""
     import _codecs
+
     from torch import _weights_only_unpickler as wou
     allowed = dict(wou._get_allowed_globals())
     for obj in (_codecs.encode, bytearray, complex, set, collections.Counter, torch.device):
@@ -125,7 +126,7 @@ def allowlist_pickle_module(extra_globals: Iterable = ()) -> types.ModuleType:
     weights_only globals and ``extra_globals`` (objects, named by module + qualname)."""
     allowed = _torch_allowed_globals()
     allowed.update({_qualname(g): g for g in extra_globals})
-    unpickler = type('AllowListUnpickler', (_AllowListUnpickler,),
+    unpickler = type('AllowListUnpickler', (_AllowListUnpickler, ),
                      dict(allowed=allowed, allowed_ids=frozenset(map(id, allowed.values()))))
     module = types.ModuleType('mmcondattn_allowlist_pickle')
     module.Unpickler = unpickler
@@ -134,7 +135,9 @@ def allowlist_pickle_module(extra_globals: Iterable = ()) -> types.ModuleType:
     return module
 
 
-def weights_only_load(f, map_location=None, extra_globals: Iterable = (),
+def weights_only_load(f,
+                      map_location=None,
+                      extra_globals: Iterable = (),
                       scoped: Optional[bool] = None):
     """``torch.load(f)`` refusing every pickled global but torch's and ``extra_globals``.
 
@@ -153,5 +156,5 @@ def weights_only_load(f, map_location=None, extra_globals: Iterable = (),
             return torch.load(f, map_location=map_location, weights_only=True)
     # torch's own weights_only check gives way to the explicit pickle module, which enforces
     # the same rules (the module docstring)
-    return torch.load(f, map_location=map_location,
-                      pickle_module=allowlist_pickle_module(extra_globals))
+    return torch.load(
+        f, map_location=map_location, pickle_module=allowlist_pickle_module(extra_globals))

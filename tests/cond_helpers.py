@@ -13,22 +13,42 @@ from torch.utils._device import _device_constructors
 
 from mmcondattn.datasets.fashion_mnist import FILES
 
-
 # 32 px images: ViT / XCiT patch 8 (4×4 tokens), Swin patch 4 and window 4 (2×2 windows, then
 # 1). Drop path draws from torch's RNG in training, so a probe that drew too would change losses.
 BACKBONES = {
-    'vit': dict(type='ConditionedViT', img_size=32, patch_size=8, drop_path_rate=0.1,
-                arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)),
-    'swin': dict(type='ConditionedSwin', img_size=32, window_size=4, out_indices=(1, ),
-                 drop_path_rate=0.1, arch=dict(embed_dims=16, depths=[1, 1], num_heads=[2, 2])),
-    'xcit': dict(type='ConditionedXCiT', patch_size=8, cls_attn_layers=1, drop_path_rate=0.1,
-                 arch=dict(embed_dims=32, depth=2, num_heads=2)),
+    'vit':
+    dict(
+        type='ConditionedViT',
+        img_size=32,
+        patch_size=8,
+        drop_path_rate=0.1,
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)),
+    'swin':
+    dict(
+        type='ConditionedSwin',
+        img_size=32,
+        window_size=4,
+        out_indices=(1, ),
+        drop_path_rate=0.1,
+        arch=dict(embed_dims=16, depths=[1, 1], num_heads=[2, 2])),
+    'xcit':
+    dict(
+        type='ConditionedXCiT',
+        patch_size=8,
+        cls_attn_layers=1,
+        drop_path_rate=0.1,
+        arch=dict(embed_dims=32, depth=2, num_heads=2)),
 }
 CHANNELS = {'vit': 32, 'swin': 32, 'xcit': 32}
 ALL_METHODS = dict(precond=dict(), spectral=dict(lam=2.0), tokens=dict(solver='svd'))
 
 
-def cls_config(path, family, conditioning=None, data_root=None, hook_interval=2, max_iters=4,
+def cls_config(path,
+               family,
+               conditioning=None,
+               data_root=None,
+               hook_interval=2,
+               max_iters=4,
                lr=1e-3):
     """Write an mmpretrain classifier config for ``family`` at ``path``; returns ``path``.
 
@@ -36,37 +56,61 @@ def cls_config(path, family, conditioning=None, data_root=None, hook_interval=2,
     iterations (batch 4, seed 0) and tests on ``val/``; ``hook_interval=None`` leaves the
     ConditionMonitorHook out."""
     backbone = dict(BACKBONES[family], conditioning=conditioning)
-    pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=32),
-                dict(type='PackInputs')]
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=32),
+        dict(type='PackInputs')
+    ]
     model = dict(
-        type='ImageClassifier', backbone=backbone,
+        type='ImageClassifier',
+        backbone=backbone,
         neck=dict(type='GlobalAveragePooling') if family == 'swin' else None,
-        head=dict(type='LinearClsHead', num_classes=3, in_channels=CHANNELS[family],
-                  loss=dict(type='CrossEntropyLoss')),
-        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=3, to_rgb=True,
-                               mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]))
+        head=dict(
+            type='LinearClsHead',
+            num_classes=3,
+            in_channels=CHANNELS[family],
+            loss=dict(type='CrossEntropyLoss')),
+        data_preprocessor=dict(
+            type='ClsDataPreprocessor',
+            num_classes=3,
+            to_rgb=True,
+            mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375]))
     cfg = dict(
         default_scope='mmpretrain',
         custom_imports=dict(imports=['mmcondattn'], allow_failed_imports=False),
         model=model,
         train_dataloader=dict(
-            batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-            dataset=dict(type='CustomDataset', data_root=str(data_root or 'data/none'),
-                         data_prefix='train', pipeline=pipeline)),
+            batch_size=4,
+            num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            dataset=dict(
+                type='CustomDataset',
+                data_root=str(data_root or 'data/none'),
+                data_prefix='train',
+                pipeline=pipeline)),
         test_dataloader=dict(
-            batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
-            dataset=dict(type='CustomDataset', data_root=str(data_root or 'data/none'),
-                         data_prefix='val', pipeline=pipeline)),
-        test_evaluator=dict(type='Accuracy'), test_cfg=dict(),
+            batch_size=4,
+            num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=dict(
+                type='CustomDataset',
+                data_root=str(data_root or 'data/none'),
+                data_prefix='val',
+                pipeline=pipeline)),
+        test_evaluator=dict(type='Accuracy'),
+        test_cfg=dict(),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        val_cfg=None, val_dataloader=None, val_evaluator=None,
+        val_cfg=None,
+        val_dataloader=None,
+        val_evaluator=None,
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05)),
-        default_hooks=dict(logger=dict(interval=1),
-                           checkpoint=dict(interval=max_iters, by_epoch=False)),
+        default_hooks=dict(
+            logger=dict(interval=1), checkpoint=dict(interval=max_iters, by_epoch=False)),
         log_processor=dict(by_epoch=False),
         randomness=dict(seed=0),
-        custom_hooks=[] if hook_interval is None else
-        [dict(type='ConditionMonitorHook', interval=hook_interval)])
+        custom_hooks=[]
+        if hook_interval is None else [dict(type='ConditionMonitorHook', interval=hook_interval)])
     body = '\n'.join(f'{k} = {v!r}' for k, v in cfg.items())
     with open(path, 'w') as f:
         f.write(f"_base_ = 'mmpretrain::_base_/default_runtime.py'\n{body}\n")
@@ -75,9 +119,10 @@ def cls_config(path, family, conditioning=None, data_root=None, hook_interval=2,
 
 def train(config, work_dir, name):
     """Train ``config`` with mmengine's Runner in this process; returns the runner."""
-    import mmcondattn.openmmlab  # noqa: F401
     from mmengine.config import Config
     from mmengine.runner import Runner
+
+    import mmcondattn.openmmlab  # noqa: F401
     cfg = Config.fromfile(config)
     cfg.work_dir, cfg.experiment_name = str(work_dir), name  # unique logger / visualizer
     runner = Runner.from_cfg(cfg)
@@ -145,8 +190,9 @@ def write_fashion_mnist_fixture(folder, sizes=FMNIST_SIZES, gz=True):
     for name, (split, kind) in FILES.items():
         n = sizes[split]
         if kind == 'images':
-            arr = np.arange(n, dtype=np.uint8)[:, None, None] * np.ones(
-                (1, sizes['side'], sizes['side']), np.uint8)
+            arr = np.arange(
+                n, dtype=np.uint8)[:, None, None] * np.ones(
+                    (1, sizes['side'], sizes['side']), np.uint8)
             arr[:, 0, :3] = 200 + (split == 'test')  # a corner that tells the splits apart
         else:
             arr = np.arange(n, dtype=np.uint8) % 10

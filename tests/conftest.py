@@ -13,15 +13,15 @@ DEMO_CONFIG = osp.join(REPO, 'configs/demo/mask-rcnn_r18_fpn_shapes.py')
 def run_tool(args, cwd, timeout=600, env=None):
     """Run ``args`` (a tools/ script and its arguments) with this interpreter in ``cwd``."""
     script = args[0]
-    cmd = ([sys.executable, osp.join(REPO, script)] if script.endswith('.py')
-           else ['bash', osp.join(REPO, script)]) + list(args[1:])
+    cmd = ([sys.executable, osp.join(REPO, script)]
+           if script.endswith('.py') else ['bash', osp.join(REPO, script)]) + list(args[1:])
     full_env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
     full_env.pop('VIRTUAL_ENV', None)
     if not script.endswith('.py'):
         full_env['VIRTUAL_ENV'] = osp.dirname(osp.dirname(sys.executable))
         full_env['PYTHON'] = sys.executable
-    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope='session')

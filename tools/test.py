@@ -20,10 +20,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Test (and eval) a model')
     p.add_argument('config', help='test config file path')
     p.add_argument('checkpoint', help='checkpoint file')
-    p.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
-    p.add_argument('--out', type=str, help='dump predictions to a pickle file for offline evaluation')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override settings in the config, key=value')
+    p.add_argument(
+        '--work-dir', help='the directory to save the file containing evaluation metrics')
+    p.add_argument(
+        '--out', type=str, help='dump predictions to a pickle file for offline evaluation')
+    p.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
@@ -34,14 +39,16 @@ def parse_args(argv=None):
 @exits_cleanly
 def main(argv=None):
     args = parse_args(argv)
-    import mmcondattn.openmmlab  # noqa: F401  registers modules, applies the stack shims
     from mmengine.runner import Runner
+
+    import mmcondattn.openmmlab  # noqa: F401  registers modules, applies the stack shims
 
     cfg = load_config(args.config, args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+        './work_dirs',
+        osp.splitext(osp.basename(args.config))[0])
     check_checkpoint(args.checkpoint)
-    check_data(cfg, ('test_dataloader',))
+    check_data(cfg, ('test_dataloader', ))
     cfg.load_from = args.checkpoint
     notes = []
     prepare_launch(cfg, args.launcher, notes)

@@ -22,10 +22,17 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', help='the dir to save logs and models')
     p.add_argument('--amp', action='store_true', help='enable automatic-mixed-precision training')
     p.add_argument('--auto-scale-lr', action='store_true', help='enable automatically scaling LR')
-    p.add_argument('--resume', nargs='?', type=str, const='auto',
-                   help='resume from the given checkpoint, or from the latest one in work_dir')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override settings in the config, key=value')
+    p.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint, or from the latest one in work_dir')
+    p.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value')
     p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     p.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = p.parse_args(argv)
@@ -36,12 +43,14 @@ def parse_args(argv=None):
 @exits_cleanly
 def main(argv=None):
     args = parse_args(argv)
-    import mmcondattn.openmmlab  # noqa: F401  registers modules, applies the stack shims
     from mmengine.runner import Runner
+
+    import mmcondattn.openmmlab  # noqa: F401  registers modules, applies the stack shims
 
     cfg = load_config(args.config, args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+        './work_dirs',
+        osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'

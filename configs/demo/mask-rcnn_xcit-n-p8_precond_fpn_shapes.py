@@ -17,11 +17,12 @@ model = dict(
 
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={
-        'norm': dict(decay_mult=0.),
-        'pos_embed': dict(decay_mult=0.),
-        'temperature': dict(decay_mult=0.)
-    }),
+    paramwise_cfg=dict(
+        custom_keys={
+            'norm': dict(decay_mult=0.),
+            'pos_embed': dict(decay_mult=0.),
+            'temperature': dict(decay_mult=0.)
+        }),
     clip_grad=dict(max_norm=1.0))
 
 max_epochs = 16

@@ -11,12 +11,19 @@ custom_imports = dict(imports=['mmcondattn'], allow_failed_imports=False)
 data_root = 'data/shapes_imagenet/'
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='ConditionedXCiT', arch=dict(embed_dims=64, depth=4, num_heads=4),
-                  patch_size=8, cls_attn_layers=1),
-    head=dict(type='LinearClsHead', num_classes=3, in_channels=64,
-              loss=dict(type='CrossEntropyLoss')),
-    data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=3, to_rgb=True,
-                           mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]))
+    backbone=dict(
+        type='ConditionedXCiT',
+        arch=dict(embed_dims=64, depth=4, num_heads=4),
+        patch_size=8,
+        cls_attn_layers=1),
+    head=dict(
+        type='LinearClsHead', num_classes=3, in_channels=64, loss=dict(type='CrossEntropyLoss')),
+    data_preprocessor=dict(
+        type='ClsDataPreprocessor',
+        num_classes=3,
+        to_rgb=True,
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375]))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -25,15 +32,19 @@ train_pipeline = [
 ]
 test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
 train_dataloader = dict(
-    batch_size=8, num_workers=0, persistent_workers=False,
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
-                 pipeline=train_pipeline))
+    dataset=dict(
+        type='CustomDataset', data_root=data_root, data_prefix='train', pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=16, num_workers=0, persistent_workers=False,
+    batch_size=16,
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='val',
-                 pipeline=test_pipeline))
+    dataset=dict(
+        type='CustomDataset', data_root=data_root, data_prefix='val', pipeline=test_pipeline))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator
@@ -41,11 +52,10 @@ test_evaluator = val_evaluator
 train_cfg = dict(by_epoch=False, max_iters=60, val_interval=60)
 val_cfg = dict()
 test_cfg = dict()
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-                     clip_grad=dict(max_norm=1.0))
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05), clip_grad=dict(max_norm=1.0))
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=10)]
-default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=60, by_epoch=False))
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=60, by_epoch=False))
 log_processor = dict(by_epoch=False)
 custom_hooks = [dict(type='ConditionMonitorHook', interval=10)]
 randomness = dict(seed=0)

@@ -13,8 +13,10 @@ model = dict(
         out_type='cls_token',
         conditioning=dict()),
     head=dict(in_channels=64))
-train_pipeline = [dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-                  dict(type='PackInputs')]
+train_pipeline = [
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs')
+]
 test_pipeline = [dict(type='PackInputs')]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))

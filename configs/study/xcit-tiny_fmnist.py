@@ -5,7 +5,8 @@
 # patch 8 must divide the side) with the stock Resize, as mmpretrain's LeNet-5 MNIST config does
 # (whose style it follows: the files' folder as `data_prefix`, the split chosen by `test_mode`).
 # Train on a fixed subset (the first 2,000 of the 60,000 train images, 5 epochs of 63 iterations:
-# what fits the study's CPU budget), top-1 on the full 10,000-image test split every epoch; ConditionMonitorHook logs κ of every attention layer.
+# what fits the study's CPU budget), top-1 on the full 10,000-image test split every epoch;
+# ConditionMonitorHook logs κ of every attention layer.
 # The study varies `model.backbone.conditioning` and the seed (and may change the subset, the
 # epochs and the hook interval); vit-/swin-tiny_fmnist.py swap the backbone.
 _base_ = '../demo/xcit-n-p8_precond_shapes-cls.py'
@@ -13,8 +14,8 @@ _base_ = '../demo/xcit-n-p8_precond_shapes-cls.py'
 data_root = 'data/fashion_mnist/'
 num_train = 2000
 # Fashion-MNIST train-set pixel mean / std (0-255), one grey channel
-preprocess = dict(type='ClsDataPreprocessor', num_classes=10, mean=[72.94], std=[90.02],
-                  to_rgb=False)
+preprocess = dict(
+    type='ClsDataPreprocessor', num_classes=10, mean=[72.94], std=[90.02], to_rgb=False)
 data_preprocessor = dict(_delete_=True, **preprocess)
 model = dict(
     backbone=dict(in_channels=1, img_size=32, conditioning=dict(_delete_=True)),  # off
@@ -28,14 +29,30 @@ train_pipeline = [
 ]
 test_pipeline = [dict(type='Resize', scale=32), dict(type='PackInputs')]
 train_dataloader = dict(
-    batch_size=32, num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, type='FashionMNIST', data_prefix=data_root, test_mode=False,
-                 download=False, indices=num_train, pipeline=train_pipeline),
+    batch_size=32,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        _delete_=True,
+        type='FashionMNIST',
+        data_prefix=data_root,
+        test_mode=False,
+        download=False,
+        indices=num_train,
+        pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True))
 val_dataloader = dict(
-    batch_size=250, num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, type='FashionMNIST', data_prefix=data_root, split='test',
-                 test_mode=True, download=False, pipeline=test_pipeline),
+    batch_size=250,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        _delete_=True,
+        type='FashionMNIST',
+        data_prefix=data_root,
+        split='test',
+        test_mode=True,
+        download=False,
+        pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))

@@ -1,4 +1,5 @@
-# mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco with preconditioned attention (row-equilibrated head outputs).
+# mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco with preconditioned attention (row-equilibrated head
+# outputs).
 # Its backbone starts from the baseline's public ImageNet-1k weights, which were trained
 # without conditioning (conditioning changes the function of the same weights): for a
 # conditioned ImageNet start see docs/get_started.md#pretrain-on-imagenet-then-fine-tune-on-coco

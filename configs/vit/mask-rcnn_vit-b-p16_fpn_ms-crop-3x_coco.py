@@ -3,6 +3,7 @@
 # 1e-4, wd 0.05, 36 epochs): backbone, neck inputs, param-wise decay.
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
 custom_imports = dict(imports=['mmcondattn'], allow_failed_imports=False)
+pretrained = 'https://download.openmmlab.com/mmclassification/v0/deit/deit-base_3rdparty_pt-16xb64_in1k_20211124-6f40c188.pth'  # noqa
 model = dict(
     backbone=dict(
         _delete_=True,
@@ -15,10 +16,7 @@ model = dict(
         # ImageNet-1k DeiT-B (= ViT-B/16 trained on ImageNet-1k only; mmpretrain's model zoo,
         # the official DeiT weights converted); the detection form drops the class token and
         # its position. Train from scratch with --cfg-options model.backbone.init_cfg=None
-        init_cfg=dict(
-            type='Pretrained',
-            prefix='backbone.',
-            checkpoint='https://download.openmmlab.com/mmclassification/v0/deit/deit-base_3rdparty_pt-16xb64_in1k_20211124-6f40c188.pth')),  # noqa
+        init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=pretrained)),
     neck=dict(in_channels=[768, 768, 768, 768]))
 optim_wrapper = dict(
     paramwise_cfg=dict(

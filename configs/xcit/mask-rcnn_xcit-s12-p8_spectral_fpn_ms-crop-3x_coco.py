@@ -1,4 +1,5 @@
-# mask-rcnn_xcit-s12-p8_fpn_ms-crop-3x_coco with spectral conditioning of Q/K/V (identity mode, the paper's lam=10; see docs/methods.md on lam).
+# mask-rcnn_xcit-s12-p8_fpn_ms-crop-3x_coco with spectral conditioning of Q/K/V (identity mode,
+# the paper's lam=10; see docs/methods.md on lam).
 # Its backbone starts from the baseline's public ImageNet-1k weights, which were trained
 # without conditioning (conditioning changes the function of the same weights): for a
 # conditioned ImageNet start see docs/get_started.md#pretrain-on-imagenet-then-fine-tune-on-coco

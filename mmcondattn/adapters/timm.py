@@ -29,7 +29,8 @@ def _attention_precond_error(m: Attention):
 register_attention(Attention, AttentionAdapter(precond_error=_attention_precond_error))
 register_attention(WindowAttention)
 register_attention(XCA)
-register_backbone(VisionTransformer, BackboneAdapter(
-    pos_drop='pos_drop', num_prefix_tokens=lambda m: m.num_prefix_tokens))
+register_backbone(
+    VisionTransformer,
+    BackboneAdapter(pos_drop='pos_drop', num_prefix_tokens=lambda m: m.num_prefix_tokens))
 register_backbone(SwinTransformer, BackboneAdapter())
 register_backbone(Xcit, BackboneAdapter(pos_drop='pos_drop'))

@@ -48,8 +48,8 @@ SIZES = ('cls', 'det')
 BACKBONES = {
     'vit': ('ConditionedViT', 'deit-small',
             dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)),
-    'swin': ('ConditionedSwin', 'tiny',
-             dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
+    'swin':
+    ('ConditionedSwin', 'tiny', dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
     'xcit': ('ConditionedXCiT', 's12', dict(embed_dims=64, depth=4, num_heads=4)),
 }
 # tests: RoI sampling and the box head's width cut too (the stock heads dominate at 64 px)
@@ -100,6 +100,7 @@ class BenchmarkSettings:
 
 # --- building -------------------------------------------------------------------------------
 
+
 def _build(size: str, cfg: dict) -> nn.Module:
     """Build from mmpretrain's MODELS (cls) or mmdet's (det), in that default scope."""
     from mmengine.registry import DefaultScope
@@ -124,7 +125,10 @@ def backbone_cfg(family: str, size: str, hw: Tuple[int, int], tiny: bool) -> dic
     return cfg
 
 
-def build_plain(family: str, size: str, hw: Tuple[int, int], tiny: bool = False,
+def build_plain(family: str,
+                size: str,
+                hw: Tuple[int, int],
+                tiny: bool = False,
                 seed: int = 0) -> nn.Module:
     """The unconditioned backbone, initialised (``init_weights``) from ``seed``."""
     torch.manual_seed(seed)
@@ -133,8 +137,13 @@ def build_plain(family: str, size: str, hw: Tuple[int, int], tiny: bool = False,
     return plain
 
 
-def build_twins(family: str, size: str, method: str, hw: Tuple[int, int], tiny: bool = False,
-                device: str = 'cpu', seed: int = 0) -> Tuple[nn.Module, nn.Module]:
+def build_twins(family: str,
+                size: str,
+                method: str,
+                hw: Tuple[int, int],
+                tiny: bool = False,
+                device: str = 'cpu',
+                seed: int = 0) -> Tuple[nn.Module, nn.Module]:
     """(plain, conditioned) backbones with the same weights, on ``device``.
 
     The plain one is initialised (``init_weights``) and its state dict loaded into the
@@ -154,6 +163,7 @@ def build_twins(family: str, size: str, method: str, hw: Tuple[int, int], tiny: 
 
 
 # --- measuring ------------------------------------------------------------------------------
+
 
 def _outputs(out) -> List[torch.Tensor]:
     return [out] if isinstance(out, torch.Tensor) else [o for o in out]
@@ -245,8 +255,8 @@ def bench_layer(family: str, size: str, method: str, s: BenchmarkSettings) -> Ro
     device = torch.device(s.device)
     hw, batch = s.img_size[size], s.batch_size[size]
     plain_backbone = build_plain(family, size, hw, s.tiny).to(device)
-    plain, args, kwargs = _first_attention_input(
-        plain_backbone, torch.randn(batch, 3, *hw, device=device))
+    plain, args, kwargs = _first_attention_input(plain_backbone,
+                                                 torch.randn(batch, 3, *hw, device=device))
     conditioning, fold = preset(method)
     cond = copy.deepcopy(plain)
     condition_attention_modules(cond, conditioning)
@@ -271,11 +281,12 @@ def bench_layer(family: str, size: str, method: str, s: BenchmarkSettings) -> Ro
 
 # --- whole detector -------------------------------------------------------------------------
 
+
 def build_detector(config: str, tiny: bool = False) -> nn.Module:
     """A Mask R-CNN from a config file (or an ``mmdet::`` one), BN instead of SyncBN, no
     pretrained weights; ``tiny`` shrinks the backbone (tests)."""
-    from mmengine.config import Config
     from mmdet.registry import MODELS
+    from mmengine.config import Config
     from mmengine.registry import DefaultScope
     if config.startswith('mmdet::'):  # Config.fromfile does not resolve mmdet:: directly
         cfg = Config.fromstring(f"_base_ = '{config}'\n", '.py')
@@ -297,8 +308,7 @@ def build_detector(config: str, tiny: bool = False) -> nn.Module:
         return MODELS.build(model)
 
 
-def detection_batch(batch: int, hw: Tuple[int, int], num_classes: int = 80,
-                    seed: int = 0) -> dict:
+def detection_batch(batch: int, hw: Tuple[int, int], num_classes: int = 80, seed: int = 0) -> dict:
     """A synthetic Mask R-CNN batch: random uint8 images with 3 boxes and box masks each."""
     import numpy as np
     from mmdet.structures import DetDataSample
@@ -347,11 +357,14 @@ def bench_detectors(s: BenchmarkSettings) -> List[Row]:
     step = lambda m: detector_step(m, data)  # noqa: E731
     train = time_alternating(models, step, s.warmup, s.repeats, device)
     peak = peak_memory(models, step, device)
-    return [Row((label, ), (batch, 3, *hw), train.pair(i), None, (peak[0], p))
-            for i, ((label, _), p) in enumerate(zip(s.detectors, peak))]
+    return [
+        Row((label, ), (batch, 3, *hw), train.pair(i), None, (peak[0], p))
+        for i, ((label, _), p) in enumerate(zip(s.detectors, peak))
+    ]
 
 
 # --- token solvers ---------------------------------------------------------------------------
+
 
 def _ill_conditioned_like(x: torch.Tensor, kappa: float, seed: int = 0) -> torch.Tensor:
     """Matrices shaped like ``x`` (B, N, D) with log-spaced singular values 1 .. 1/kappa."""
@@ -364,8 +377,11 @@ def _ill_conditioned_like(x: torch.Tensor, kappa: float, seed: int = 0) -> torch
     return ((u * s) @ v.mT).to(x.dtype).to(x.device)
 
 
-def bench_solvers(family: str, size: str, s: BenchmarkSettings,
-                  solvers: Sequence[str] = TOKEN_SOLVERS, kappa: float = 1e4) -> dict:
+def bench_solvers(family: str,
+                  size: str,
+                  s: BenchmarkSettings,
+                  solvers: Sequence[str] = TOKEN_SOLVERS,
+                  kappa: float = 1e4) -> dict:
     """Each token solver on the real patch tokens X (B, N, D) of ``family``'s plain backbone:
     median ms, max κ(X + C) on X and on a matrix shaped like X with κ = ``kappa``."""
     device = torch.device(s.device)
@@ -374,8 +390,11 @@ def bench_solvers(family: str, size: str, s: BenchmarkSettings,
     with torch.no_grad():
         x = plain.patch_embed(torch.randn(batch, 3, *hw, device=device))[0]  # (B, N, D)
     hard = _ill_conditioned_like(x, kappa)
-    out = dict(label=(family, size), shape=tuple(x.shape),
-               kappa_x=condition_number(x).max().item(), solvers={})
+    out = dict(
+        label=(family, size),
+        shape=tuple(x.shape),
+        kappa_x=condition_number(x).max().item(),
+        solvers={})
     for solver in solvers:
         step = lambda _: token_correction(x, solver)  # noqa: E731
         ms = time_alternating([None], step, s.warmup, s.repeats, device).median(0) * 1e3
@@ -388,6 +407,7 @@ def bench_solvers(family: str, size: str, s: BenchmarkSettings,
 
 # --- running and reporting ------------------------------------------------------------------
 
+
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -396,8 +416,14 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
     """Every backbone row (families × sizes × methods), then the detector and solver tables."""
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # no per-parameter init logs
-    result = dict(settings=s, started=datetime.datetime.now(), load_start=os.getloadavg(),
-                  backbones=[], layers=[], detectors=[], solvers=[])
+    result = dict(
+        settings=s,
+        started=datetime.datetime.now(),
+        load_start=os.getloadavg(),
+        backbones=[],
+        layers=[],
+        detectors=[],
+        solvers=[])
     jobs = list(itertools.product(s.sizes, s.families, s.methods))
     for i, (size, family, method) in enumerate(jobs, 1):
         row = bench_backbone(family, size, method, s)
@@ -422,8 +448,8 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
         for size, family in itertools.product(s.sizes, s.families):
             sol = bench_solvers(family, size, s)
             result['solvers'].append(sol)
-            log(f'[solvers] {family} {size} {sol["shape"]}: ' + ', '.join(
-                f'{k} {v["ms"]:.1f} ms' for k, v in sol['solvers'].items()))
+            log(f'[solvers] {family} {size} {sol["shape"]}: ' +
+                ', '.join(f'{k} {v["ms"]:.1f} ms' for k, v in sol['solvers'].items()))
     result['load_end'] = os.getloadavg()
     return result
 
@@ -479,8 +505,11 @@ def render_markdown(result: dict, command: str) -> str:
         lines += [title, '', header, '|' + '---|' * 15]
         for r in result[key]:
             lines.append('| ' + ' | '.join([
-                *r.label, _shape(r.shape), *_timing_cells(r.train), *_timing_cells(r.infer),
-                _mb(r.peak[0]), _mb(r.peak[1]), f'{r.peak_ratio:.3f}']) + ' |')
+                *r.label,
+                _shape(r.shape), *_timing_cells(r.train), *_timing_cells(r.infer),
+                _mb(r.peak[0]),
+                _mb(r.peak[1]), f'{r.peak_ratio:.3f}'
+            ]) + ' |')
         lines.append('')
     if result['detectors']:
         lines += [
@@ -492,8 +521,8 @@ def render_markdown(result: dict, command: str) -> str:
             '|' + '---|' * 7,
         ]
         for r in result['detectors']:
-            lines.append(f'| {r.label[0]} | {_shape(r.shape)} | '
-                         + ' | '.join(_timing_cells(r.train)[1:]) + ' | '
+            lines.append(f'| {r.label[0]} | {_shape(r.shape)} | ' +
+                         ' | '.join(_timing_cells(r.train)[1:]) + ' | '
                          f'{_mb(r.peak[1])} | {r.peak_ratio:.3f} |')
         lines.append('')
     if result['solvers']:
@@ -503,13 +532,15 @@ def render_markdown(result: dict, command: str) -> str:
             'batch): median ms; max κ(X + C) on X and on a matrix of the same shape with '
             'κ = 1e4 (the method promises <= 2):',
             '',
-            '| family | size | X | κ(X) | ' + ' | '.join(
-                f'{n} ms | {n} κ(X+C) | {n} κ(X+C), κ(X)=1e4' for n in names) + ' |',
+            '| family | size | X | κ(X) | ' +
+            ' | '.join(f'{n} ms | {n} κ(X+C) | {n} κ(X+C), κ(X)=1e4' for n in names) + ' |',
             '|' + '---|' * (4 + 3 * len(names)),
         ]
         for sol in result['solvers']:
-            cells = [f'{v["ms"]:.1f} | {v["kappa"]:.3f} | {v["kappa_hard"]:.3f}'
-                     for v in sol['solvers'].values()]
+            cells = [
+                f'{v["ms"]:.1f} | {v["kappa"]:.3f} | {v["kappa_hard"]:.3f}'
+                for v in sol['solvers'].values()
+            ]
             lines.append(f'| {" | ".join(sol["label"])} | {_shape(sol["shape"])} | '
                          f'{sol["kappa_x"]:.3g} | ' + ' | '.join(cells) + ' |')
         lines.append('')

@@ -20,8 +20,10 @@ from ..engine.launch import UserError, check_data, load_config
 from .logs import read_scalars, scalars_files
 from .report import pyplot, save_figure
 
-__all__ = ['PLOT_KEYS', 'LOG_KEYS', 'build_model', 'probe_inputs', 'measure_models',
-           'write_tables', 'plot_layers', 'read_logs', 'logs_report']
+__all__ = [
+    'PLOT_KEYS', 'LOG_KEYS', 'build_model', 'probe_inputs', 'measure_models', 'write_tables',
+    'plot_layers', 'read_logs', 'logs_report'
+]
 
 # (key, axis label) of the per-layer figure, κ on a log scale, entropy linear
 PLOT_KEYS = (('kappa_attn', 'κ(A)'), ('kappa_out', 'κ(O)'), ('kappa_out_proj', 'κ(O into proj)'),
@@ -29,13 +31,12 @@ PLOT_KEYS = (('kappa_attn', 'κ(A)'), ('kappa_out', 'κ(O)'), ('kappa_out_proj',
              ('kappa_wv', 'κ(W_V)'), ('entropy_attn', 'attention entropy (nats)'))
 # (hook key, axis label) of the over-training figure
 LOG_KEYS = (('cond/kappa_attn_mean', 'κ(A), layer mean'),
-            ('cond/kappa_attn_max', 'κ(A), layer max'),
-            ('cond/kappa_out_proj_mean', 'κ(O into proj), layer mean'),
-            ('cond/kappa_x_mean', 'κ(X), layer mean'),
-            ('cond/kappa_tokens', 'κ(embedded tokens)'),
+            ('cond/kappa_attn_max', 'κ(A), layer max'), ('cond/kappa_out_proj_mean',
+                                                         'κ(O into proj), layer mean'),
+            ('cond/kappa_x_mean', 'κ(X), layer mean'), ('cond/kappa_tokens', 'κ(embedded tokens)'),
             ('cond/kappa_wq_mean', 'κ(W_Q), layer mean'),
-            ('cond/kappa_wv_mean', 'κ(W_V), layer mean'),
-            ('cond/entropy_attn_mean', 'attention entropy, layer mean'))
+            ('cond/kappa_wv_mean', 'κ(W_V), layer mean'), ('cond/entropy_attn_mean',
+                                                           'attention entropy, layer mean'))
 
 
 def _keys_line(keys, n=4):
@@ -56,15 +57,18 @@ def load_weights(model, checkpoint: str, config: str) -> None:
         why = ' '.join(str(e).split('\n\t')[1:2]) or str(e).splitlines()[0]
         raise UserError(f'checkpoint {checkpoint} does not fit config {config}: {why}') from None
     if missing or unexpected:
-        parts = [f'{len(missing)} missing keys ({_keys_line(missing)})' if missing else '',
-                 f'{len(unexpected)} unexpected keys ({_keys_line(unexpected)})'
-                 if unexpected else '']
-        raise UserError(f'checkpoint {checkpoint} does not match config {config}: '
-                        + '; '.join(p for p in parts if p))
+        parts = [
+            f'{len(missing)} missing keys ({_keys_line(missing)})' if missing else '',
+            f'{len(unexpected)} unexpected keys ({_keys_line(unexpected)})' if unexpected else ''
+        ]
+        raise UserError(f'checkpoint {checkpoint} does not match config {config}: ' +
+                        '; '.join(p for p in parts if p))
 
 
-def build_model(config: str, checkpoint: Optional[str] = None,
-                cfg_options: Optional[dict] = None, seed: int = 0):
+def build_model(config: str,
+                checkpoint: Optional[str] = None,
+                cfg_options: Optional[dict] = None,
+                seed: int = 0):
     """``(model in eval mode, parsed config)`` of ``config`` (``cfg_options`` merged in),
     initialised from ``seed`` or loaded from ``checkpoint``."""
     from mmengine.registry import MODELS, init_default_scope
@@ -90,11 +94,12 @@ def _generated_images(num, size, seed):
     """``num`` shape images (3, size, size) uint8 BGR from the package's data generator."""
     import cv2
     import torch
+
     from ..datasets import make_imagenet_folder
     per_class = -(-num // 3)
     with tempfile.TemporaryDirectory() as tmp:
-        make_imagenet_folder(tmp, num_train_per_class=0, num_val_per_class=per_class,
-                             img_size=size, seed=seed)
+        make_imagenet_folder(
+            tmp, num_train_per_class=0, num_val_per_class=per_class, img_size=size, seed=seed)
         paths = sorted(glob.glob(osp.join(tmp, 'val', '*', '*.png')))
         paths = [paths[i * per_class + j] for j in range(per_class) for i in range(3)][:num]
         return [torch.from_numpy(cv2.imread(p)).permute(2, 0, 1).contiguous() for p in paths]
@@ -126,6 +131,7 @@ def probe_inputs(model, cfg, num_images: int = 2, img_size: int = 224, seed: int
 
 # ------------------------------------------------------------------ outputs, per-layer mode
 
+
 def _fmt(v):
     return f'{v:.3g}' if isinstance(v, float) else str(v)
 
@@ -139,12 +145,21 @@ def write_tables(results, out_dir):
         w.writeheader()
         for label, res in results.items():
             for row in res['layers']:
-                w.writerow(dict(model=label, layer=row['index'], name=row['name'],
-                                **{k: row[k] for k in LAYER_KEYS}))
+                w.writerow(
+                    dict(
+                        model=label,
+                        layer=row['index'],
+                        name=row['name'],
+                        **{k: row[k]
+                           for k in LAYER_KEYS}))
             if res['tokens']:
-                w.writerow(dict(model=label, layer='tokens', name='embedded patch tokens',
-                                kappa_x=res['tokens']['kappa'],
-                                sigma_min_x=res['tokens']['sigma_min']))
+                w.writerow(
+                    dict(
+                        model=label,
+                        layer='tokens',
+                        name='embedded patch tokens',
+                        kappa_x=res['tokens']['kappa'],
+                        sigma_min_x=res['tokens']['sigma_min']))
     with open(osp.join(out_dir, 'conditioning_heads.csv'), 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(['model', 'layer', 'head', *HEAD_KEYS])
@@ -155,16 +170,16 @@ def write_tables(results, out_dir):
 
     cols = [('kappa_attn_mean', 'κ(A)'), ('kappa_out_mean', 'κ(O)'),
             ('kappa_out_proj_mean', 'κ(O→proj)'), ('kappa_x_mean', 'κ(X)'),
-            ('kappa_tokens', 'κ(tokens)'), ('kappa_wq_mean', 'κ(W_Q)'),
-            ('kappa_wk_mean', 'κ(W_K)'), ('kappa_wv_mean', 'κ(W_V)'),
-            ('entropy_attn_mean', 'entropy')]
+            ('kappa_tokens', 'κ(tokens)'), ('kappa_wq_mean', 'κ(W_Q)'), ('kappa_wk_mean', 'κ(W_K)'),
+            ('kappa_wv_mean', 'κ(W_V)'), ('entropy_attn_mean', 'entropy')]
     sums = {label: summarize(res) for label, res in results.items()}
     base = next(iter(sums.values()))
-    lines = ['# Conditioning per layer', '',
-             'Layer means (means over images / windows and heads inside a layer); in brackets '
-             f'the ratio to the first model ({next(iter(sums))}).', '',
-             '| model | ' + ' | '.join(c for _, c in cols) + ' |',
-             '|---' * (len(cols) + 1) + '|']
+    lines = [
+        '# Conditioning per layer', '',
+        'Layer means (means over images / windows and heads inside a layer); in brackets '
+        f'the ratio to the first model ({next(iter(sums))}).', '',
+        '| model | ' + ' | '.join(c for _, c in cols) + ' |', '|---' * (len(cols) + 1) + '|'
+    ]
     for label, s in sums.items():
         cells = []
         for key, _ in cols:
@@ -176,12 +191,16 @@ def write_tables(results, out_dir):
                 cells.append(f'{s[key]:.3g}')
         lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
     for key, title in PLOT_KEYS:
-        lines += ['', f'## {title} per layer', '',
-                  '| layer | ' + ' | '.join(results) + ' |', '|---' * (len(results) + 1) + '|']
+        lines += [
+            '', f'## {title} per layer', '', '| layer | ' + ' | '.join(results) + ' |',
+            '|---' * (len(results) + 1) + '|'
+        ]
         depth = max(len(r['layers']) for r in results.values())
         for i in range(depth):
-            cells = [_fmt(r['layers'][i][key]) if i < len(r['layers']) else '-'
-                     for r in results.values()]
+            cells = [
+                _fmt(r['layers'][i][key]) if i < len(r['layers']) else '-'
+                for r in results.values()
+            ]
             lines.append(f'| {i} | ' + ' | '.join(cells) + ' |')
     with open(osp.join(out_dir, 'conditioning.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
@@ -217,8 +236,11 @@ def plot_layers(results, path):
     return plotted
 
 
-def measure_models(specs: Sequence[Tuple[str, str, Optional[str]]], out_dir: str,
-                   num_images: int = 2, img_size: int = 224, seed: int = 0,
+def measure_models(specs: Sequence[Tuple[str, str, Optional[str]]],
+                   out_dir: str,
+                   num_images: int = 2,
+                   img_size: int = 224,
+                   seed: int = 0,
                    cfg_options: Optional[dict] = None) -> dict:
     """Measure every ``(label, config, checkpoint or None)`` (:func:`build_model`,
     :func:`probe_inputs`, :func:`~mmcondattn.models.probe.measure_conditioning`), write the
@@ -242,6 +264,7 @@ def measure_models(specs: Sequence[Tuple[str, str, Optional[str]]], out_dir: str
 
 
 # ------------------------------------------------------------------ over-training mode
+
 
 def read_logs(work_dir: str) -> Dict[str, List[Tuple[int, float]]]:
     """``{key: [(step, value), ...]}`` of every ``cond/*`` key the hook logged in
@@ -267,8 +290,8 @@ def logs_report(runs: Dict[str, Dict[str, List[Tuple[int, float]]]], out_dir: st
             for key, points in series.items():
                 w.writerows([lab, key, s, v] for s, v in points)
     keys = [(k, t) for k, t in LOG_KEYS if any(k in s for s in runs.values())]
-    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(5 * ((len(keys) + 1) // 2), 8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2, (len(keys) + 1) // 2, figsize=(5 * ((len(keys) + 1) // 2), 8), squeeze=False)
     plotted = {}
     for ax, (key, title) in zip(axes.flat, keys):
         plotted[key] = {}
@@ -286,14 +309,16 @@ def logs_report(runs: Dict[str, Dict[str, List[Tuple[int, float]]]], out_dir: st
     for ax in list(axes.flat)[len(keys):]:
         ax.axis('off')
     save_figure(fig, osp.join(out_dir, 'conditioning_logs.png'), dpi=80)
-    lines = ['# Conditioning over training', '', 'First → last logged value (step in brackets).',
-             '', '| run | ' + ' | '.join(t for _, t in keys) + ' |', '|---' * (len(keys) + 1) + '|']
+    lines = [
+        '# Conditioning over training', '', 'First → last logged value (step in brackets).', '',
+        '| run | ' + ' | '.join(t for _, t in keys) + ' |', '|---' * (len(keys) + 1) + '|'
+    ]
     for lab, series in runs.items():
-        cells = [f'{series[k][0][1]:.3g} → {series[k][-1][1]:.3g} ({series[k][-1][0]})'
-                 if k in series else '-' for k, _ in keys]
+        cells = [
+            f'{series[k][0][1]:.3g} → {series[k][-1][1]:.3g} ({series[k][-1][0]})'
+            if k in series else '-' for k, _ in keys
+        ]
         lines.append(f'| {lab} | ' + ' | '.join(cells) + ' |')
     with open(osp.join(out_dir, 'conditioning_logs.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return plotted
-
-

@@ -46,8 +46,8 @@ METHODS = ('baseline', 'precond', 'spectral', 'tokens', 'all')
 BACKBONES = {
     'vit': ('ConditionedViT', 'deit-small',
             dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)),
-    'swin': ('ConditionedSwin', 'tiny',
-             dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
+    'swin':
+    ('ConditionedSwin', 'tiny', dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
     'xcit': ('ConditionedXCiT', 's12', dict(embed_dims=64, depth=4, num_heads=4)),
 }
 # seconds per part on the GPU (sum 445 s + start-up: under 8 min); the dry run gets more
@@ -76,8 +76,7 @@ class Part:
 
     def check(self, name: str, ok: Optional[bool], detail: str = '') -> bool:
         """Record a check; ``ok=None`` is a skip. Returns ``ok`` (False for a skip)."""
-        self.checks.append(Check(name, 'SKIP' if ok is None else 'PASS' if ok else 'FAIL',
-                                 detail))
+        self.checks.append(Check(name, 'SKIP' if ok is None else 'PASS' if ok else 'FAIL', detail))
         return bool(ok)
 
 
@@ -102,17 +101,28 @@ def _sync(device: torch.device) -> None:
 
 # --- processes ------------------------------------------------------------------------------
 
-def stream(cmd: List[str], timeout: float, log: Callable[[str], None], logfile: str,
-           show: Callable[[str], bool], env: Optional[dict] = None, cwd: str = REPO):
+
+def stream(cmd: List[str],
+           timeout: float,
+           log: Callable[[str], None],
+           logfile: str,
+           show: Callable[[str], bool],
+           env: Optional[dict] = None,
+           cwd: str = REPO):
     """Run ``cmd`` (its own process group), its output into ``logfile``, the lines that
     ``show`` selects to ``log``. Returns (exit code or None on timeout, output lines)."""
     full_env = dict(os.environ, **(env or {}))
-    full_env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
+    full_env['PYTHONPATH'] = os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
     lines: List[str] = []
     with open(logfile, 'w') as f:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True)
 
         def read():
             for line in proc.stdout:
@@ -141,6 +151,7 @@ def _free_port() -> int:
 
 # --- environment ----------------------------------------------------------------------------
 
+
 def check_environment(device: torch.device, budget: Budget) -> Part:
     """Versions, the GPU, and one mmcv op on ``device``."""
     part = Part('Environment')
@@ -157,7 +168,7 @@ def check_environment(device: torch.device, budget: Budget) -> Part:
     if device.type == 'cuda':
         props = torch.cuda.get_device_properties(device)
         rows += [('GPU', f'{props.name}, {props.total_memory / 2**30:.0f} GiB, '
-                         f'capability {props.major}.{props.minor}'),
+                  f'capability {props.major}.{props.minor}'),
                  ('cuDNN', str(torch.backends.cudnn.version()))]
     try:
         from mmcv.ops import RoIAlign, get_compiling_cuda_version
@@ -178,15 +189,20 @@ def check_environment(device: torch.device, budget: Budget) -> Part:
 
 # --- benchmark ------------------------------------------------------------------------------
 
+
 def benchmark_args(dry_run: bool) -> List[str]:
     """The benchmark's options: the GPU sizes, or tiny CPU rows for the dry run."""
     if dry_run:
-        return ['--device', 'cpu', '--tiny', '--sizes', 'det', '--methods', 'precond',
-                '--batch-size', '1', '--det-batch-size', '1', '--repeats', '1', '--warmup', '0',
-                '--no-layers', '--no-solvers', '--no-detector']
-    return ['--device', 'cuda', '--sizes', 'cls', 'det', '--img-size', 'cls=224',
-            'det=800x1333', '--batch-size', '8', '--det-batch-size', '2', '--repeats', '7',
-            '--warmup', '2', '--no-layers']
+        return [
+            '--device', 'cpu', '--tiny', '--sizes', 'det', '--methods', 'precond', '--batch-size',
+            '1', '--det-batch-size', '1', '--repeats', '1', '--warmup', '0', '--no-layers',
+            '--no-solvers', '--no-detector'
+        ]
+    return [
+        '--device', 'cuda', '--sizes', 'cls', 'det', '--img-size', 'cls=224', 'det=800x1333',
+        '--batch-size', '8', '--det-batch-size', '2', '--repeats', '7', '--warmup', '2',
+        '--no-layers'
+    ]
 
 
 def _ratio_cells(text: str) -> List[str]:
@@ -215,19 +231,21 @@ def run_benchmark_part(out: str, dry_run: bool, budget: Budget, log) -> Part:
     text = open(md).read() if osp.exists(md) else ''
     progress = [s for s in lines if s.startswith('[')]
     part.body += [text.strip()] if text.strip() else [
-        'No tables were written; the rows measured before it stopped:', '', '```', *progress,
-        '```']
+        'No tables were written; the rows measured before it stopped:', '', '```', *progress, '```'
+    ]
     cells = _ratio_cells(text)
     part.check('benchmark ran', rc == 0,
                'timed out' if rc is None else f'exit code {rc}, {budget.seconds:.0f} s budget')
     values = [float(c) for c in cells if re.fullmatch(r'[\d.]+', c)]
-    part.check('benchmark ratios finite', bool(cells) and len(values) == len(cells)
-               and all(math.isfinite(v) and v > 0 for v in values),
-               f'{len(values)} ratio cells')
+    part.check(
+        'benchmark ratios finite',
+        bool(cells) and len(values) == len(cells)
+        and all(math.isfinite(v) and v > 0 for v in values), f'{len(values)} ratio cells')
     return part
 
 
 # --- AMP ------------------------------------------------------------------------------------
+
 
 def build_backbone(family: str, method: str, tiny: bool) -> torch.nn.Module:
     """``family``'s conditioned detection backbone (mmdet's registry) with ``method``."""
@@ -236,8 +254,8 @@ def build_backbone(family: str, method: str, tiny: bool) -> torch.nn.Module:
 
     from .presets import preset
     name, arch, tiny_arch = BACKBONES[family]
-    cfg = dict(type=name, arch=tiny_arch if tiny else arch,
-               conditioning=preset(method).conditioning)
+    cfg = dict(
+        type=name, arch=tiny_arch if tiny else arch, conditioning=preset(method).conditioning)
     if family == 'xcit' and tiny:
         cfg['out_indices'] = (0, 1, 2, 3)
     with DefaultScope.overwrite_default_scope('mmdet'):
@@ -246,7 +264,10 @@ def build_backbone(family: str, method: str, tiny: bool) -> torch.nn.Module:
     return model
 
 
-def amp_steps(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, steps: int,
+def amp_steps(model: torch.nn.Module,
+              x: torch.Tensor,
+              dtype: torch.dtype,
+              steps: int,
               settle: int = 16) -> dict:
     """``steps`` AdamW steps under autocast; finiteness of loss, grads and weights, step ms.
 
@@ -290,9 +311,14 @@ def amp_steps(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype, steps
         feats.append(float(sum(energy).detach()))
     weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
     times = sorted(times[1:] or times)
-    return dict(loss_ok=all(map(math.isfinite, losses)), grads_ok=grads_ok,
-                weights_ok=weights_ok, ms=1e3 * times[len(times) // 2], overflow=overflow,
-                energy=feats[-1], steps=n)
+    return dict(
+        loss_ok=all(map(math.isfinite, losses)),
+        grads_ok=grads_ok,
+        weights_ok=weights_ok,
+        ms=1e3 * times[len(times) // 2],
+        overflow=overflow,
+        energy=feats[-1],
+        steps=n)
 
 
 def cpu_fp16_autocast() -> bool:
@@ -316,10 +342,10 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
     steps = 2 if tiny else 4
     fp16 = device.type == 'cuda' or cpu_fp16_autocast()
     part.body += [
-        f'{steps} AdamW steps (lr 1e-4) of each detection backbone ('
-        + ', '.join(f'{f}: {BACKBONES[f][0]} {"tiny" if tiny else BACKBONES[f][1]}'
-                    for f in BACKBONES)
-        + f') on a random {"×".join(map(str, shape))} input on {device.type}; loss: Σ over the '
+        f'{steps} AdamW steps (lr 1e-4) of each detection backbone (' +
+        ', '.join(f'{f}: {BACKBONES[f][0]} {"tiny" if tiny else BACKBONES[f][1]}'
+                  for f in BACKBONES) +
+        f') on a random {"×".join(map(str, shape))} input on {device.type}; loss: Σ over the '
         'outputs of mean(out²) / its detached value (O(1) whatever the scale of the features, '
         'as a detection loss is). fp16 with `torch.amp.GradScaler` (default initial scale, as '
         "mmengine's AmpOptimWrapper; while its last step overflowed up to 16 more steps are "
@@ -327,7 +353,8 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
         'step; bf16 without a scaler. Step time: median after the first step; '
         '`Σ mean(out²)`: the energy of the features at the last step.\n',
         '| family | method | dtype | loss finite | grads finite | weights finite | steps '
-        '| overflow | step ms | Σ mean(out²) |', '|---|---|---|---|---|---|---|---|---|---|']
+        '| overflow | step ms | Σ mean(out²) |', '|---|---|---|---|---|---|---|---|---|---|'
+    ]
     dtypes = [('fp16', torch.float16), ('bf16', torch.bfloat16)]
     failed, done, total = [], 0, len(BACKBONES) * len(METHODS) * len(dtypes)
     torch.manual_seed(0)
@@ -350,18 +377,17 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
                 try:
                     r = amp_steps(model, x, dtype, steps)
                 except Exception as e:  # noqa: BLE001  a crash is a failed row
-                    failed.append(f'{family}/{method}/{label}: {type(e).__name__}: {e}'
-                                  .splitlines()[0][:200])
+                    failed.append(
+                        f'{family}/{method}/{label}: {type(e).__name__}: {e}'.splitlines()[0][:200])
                     part.body.append(f'| {family} | {method} | {label} | error | | | | | | |')
                     continue
                 ok = r['loss_ok'] and r['grads_ok'] and r['weights_ok']
                 if not ok:
                     failed.append(f'{family}/{method}/{label}')
-                part.body.append(
-                    f'| {family} | {method} | {label} | {yes[r["loss_ok"]]} | '
-                    f'{yes[r["grads_ok"]]} | {yes[r["weights_ok"]]} | {r["steps"]} | '
-                    f'{r["overflow"] if label == "fp16" else "-"} | {r["ms"]:.1f} | '
-                    f'{r["energy"]:.4g} |')
+                part.body.append(f'| {family} | {method} | {label} | {yes[r["loss_ok"]]} | '
+                                 f'{yes[r["grads_ok"]]} | {yes[r["weights_ok"]]} | {r["steps"]} | '
+                                 f'{r["overflow"] if label == "fp16" else "-"} | {r["ms"]:.1f} | '
+                                 f'{r["energy"]:.4g} |')
                 log(f'  [{done}/{total}] amp {family} {method} {label}: '
                     f'{"finite" if ok else "NOT FINITE"}, {r["ms"]:.1f} ms/step')
             del model
@@ -374,16 +400,16 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
 
 # --- SDPA -----------------------------------------------------------------------------------
 
+
 def attention_ops(model: torch.nn.Module, x: torch.Tensor, dtype: Optional[torch.dtype]):
     """Names of the attention ops and kernels the profiler records in one training step
     (forward and backward) of ``model`` on ``x``, under autocast to ``dtype`` if given."""
     from torch.profiler import ProfilerActivity, profile
-    activities = [ProfilerActivity.CPU] + (
-        [ProfilerActivity.CUDA] if x.device.type == 'cuda' else [])
+    activities = [ProfilerActivity.CPU
+                  ] + ([ProfilerActivity.CUDA] if x.device.type == 'cuda' else [])
     model.train()
     with profile(activities=activities) as prof:
-        with torch.autocast(x.device.type, dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
+        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             outs = model(x)
             outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
             loss = sum(o.float().sum() for o in outs)
@@ -405,19 +431,20 @@ def run_sdpa_part(device: torch.device, dry_run: bool, budget: Budget, log) -> P
     """The attention ops of a ViT step, stock against precond (same weights)."""
     part = Part('Fused SDPA with precond')
     tiny = dry_run
-    x = torch.randn(1 if tiny else 2, 3, 64 if tiny else 224, 64 if tiny else 224,
-                    device=device)
+    x = torch.randn(1 if tiny else 2, 3, 64 if tiny else 224, 64 if tiny else 224, device=device)
     stock = build_backbone('vit', 'baseline', tiny).to(device)
     precond = build_backbone('vit', 'precond', tiny)
     precond.load_state_dict(stock.state_dict())
     precond.to(device)
-    dtypes = [('fp32', None)] + ([('bf16', torch.bfloat16), ('fp16', torch.float16)]
-                                 if device.type == 'cuda' else [])
-    part.body += [f'Ops and kernels matching `{ATTENTION_OP.pattern}` in the torch profiler of '
-                  f'one training step (forward + backward) of ConditionedViT '
-                  f'{"tiny" if tiny else "deit-small"} (detection form) on '
-                  f'{"×".join(map(str, x.shape))}, {device.type}.\n',
-                  '| dtype | stock layer | precond | same fused ops |', '|---|---|---|---|']
+    dtypes = [('fp32', None)] + ([('bf16', torch.bfloat16),
+                                  ('fp16', torch.float16)] if device.type == 'cuda' else [])
+    part.body += [
+        f'Ops and kernels matching `{ATTENTION_OP.pattern}` in the torch profiler of '
+        f'one training step (forward + backward) of ConditionedViT '
+        f'{"tiny" if tiny else "deit-small"} (detection form) on '
+        f'{"×".join(map(str, x.shape))}, {device.type}.\n',
+        '| dtype | stock layer | precond | same fused ops |', '|---|---|---|---|'
+    ]
     problems = []
     for label, dtype in dtypes:
         ops = {}
@@ -446,16 +473,23 @@ def run_sdpa_part(device: torch.device, dry_run: bool, budget: Budget, log) -> P
 
 # --- dist_train -----------------------------------------------------------------------------
 
+
 def _tiny_pipelines(scale: int):
-    train = [dict(type='LoadImageFromFile'),
-             dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-             dict(type='Resize', scale=(scale, scale), keep_ratio=True),
-             dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]
-    test = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(scale, scale),
-                                                 keep_ratio=True),
-            dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-            dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
-                                                  'img_shape', 'scale_factor'))]
+    train = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+        dict(type='Resize', scale=(scale, scale), keep_ratio=True),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackDetInputs')
+    ]
+    test = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(scale, scale), keep_ratio=True),
+        dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+        dict(
+            type='PackDetInputs',
+            meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
+    ]
     return train, test
 
 
@@ -465,17 +499,24 @@ def headline_override(data_root: str, dry_run: bool) -> str:
     headline's backbone, pipelines, batch and SyncBN; the dry run has a tiny XCiT and resizes
     to 64 px, batch 1."""
     classes = ('rectangle', 'circle', 'triangle')
-    train = dict(data_root=data_root + '/', metainfo=dict(classes=classes),
-                 ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
-                 filter_cfg=dict(filter_empty_gt=True, min_size=4))
-    val = dict(data_root=data_root + '/', metainfo=dict(classes=classes),
-               ann_file='annotations/instances_val.json', data_prefix=dict(img='val/'))
+    train = dict(
+        data_root=data_root + '/',
+        metainfo=dict(classes=classes),
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        filter_cfg=dict(filter_empty_gt=True, min_size=4))
+    val = dict(
+        data_root=data_root + '/',
+        metainfo=dict(classes=classes),
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'))
     loader, backbone, neck = {}, dict(init_cfg=None), ''
     if dry_run:
         train['pipeline'], val['pipeline'] = _tiny_pipelines(64)
         loader = dict(batch_size=1, num_workers=0, persistent_workers=False)
-        backbone.update(arch=dict(BACKBONES['xcit'][2], _delete_=True),  # replaces 's12'
-                        out_indices=(0, 1, 2, 3))
+        backbone.update(
+            arch=dict(BACKBONES['xcit'][2], _delete_=True),  # replaces 's12'
+            out_indices=(0, 1, 2, 3))
         neck = f'neck=dict(in_channels={[BACKBONES["xcit"][2]["embed_dims"]] * 4}), '
     lines = [
         '# The headline config on the generated shapes dataset (written by the GPU check).',
@@ -514,8 +555,7 @@ def loss_records(work_dir: str) -> List[dict]:
     return sorted(records, key=lambda r: r.get('iter', 0))
 
 
-def run_dist_train_part(out: str, device: torch.device, dry_run: bool, budget: Budget,
-                        log) -> Part:
+def run_dist_train_part(out: str, device: torch.device, dry_run: bool, budget: Budget, log) -> Part:
     """``tools/dist_train.sh`` with 1 process on the headline config, generated data."""
     from ..datasets import make_coco_shapes
     part = Part('dist_train')
@@ -538,8 +578,13 @@ def run_dist_train_part(out: str, device: torch.device, dry_run: bool, budget: B
                      'the schedule (1 epoch, no validation, no checkpoint) and '
                      '`model.backbone.init_cfg=None`. Log: `dist_train/train.log`.\n')
     env = {'PORT': str(_free_port()), 'PYTHON': sys.executable}
-    rc, lines = stream(cmd, budget.left(), log, osp.join(folder, 'train.log'),
-                       show=lambda s: 'Epoch(train)' in s or 'Error' in s, env=env)
+    rc, lines = stream(
+        cmd,
+        budget.left(),
+        log,
+        osp.join(folder, 'train.log'),
+        show=lambda s: 'Epoch(train)' in s or 'Error' in s,
+        env=env)
     records = loss_records(work_dir)
     last = records[-1] if records else {}
     # the epoch's length as the runner counts it (a generated image without objects is
@@ -548,27 +593,30 @@ def run_dist_train_part(out: str, device: torch.device, dry_run: bool, budget: B
     expected = epoch[-1] if epoch else expected
     loss = last.get('loss')
     text = '\n'.join(lines)
-    part.body += ['| exit code | iterations done | last logged iteration | its loss | backend |',
-                  '|---|---|---|---|---|',
-                  f'| {"timed out" if rc is None else rc} | {len(records)} of {expected} | '
-                  f'{last.get("iter", "-")} | {f"{loss:.4f}" if _finite(loss) else loss} | '
-                  f'{backend} |']
+    part.body += [
+        '| exit code | iterations done | last logged iteration | its loss | backend |',
+        '|---|---|---|---|---|',
+        f'| {"timed out" if rc is None else rc} | {len(records)} of {expected} | '
+        f'{last.get("iter", "-")} | {f"{loss:.4f}" if _finite(loss) else loss} | '
+        f'{backend} |'
+    ]
     if rc != 0:
         tail = [s for s in lines if s.strip()][-15:]
         part.body += ['', 'Last lines of the log:', '', '```', *tail, '```']
     # the log's marks of a distributed run: mmengine's environment, and on CPU our gloo group
-    marks = ['Distributed training: True'] + (['process group: gloo'] if backend == 'gloo'
-                                              else [])
+    marks = ['Distributed training: True'] + (['process group: gloo'] if backend == 'gloo' else [])
     missing = [m for m in marks if m not in text]
-    part.check('dist_train ran', rc == 0 and len(records) == expected and _finite(loss)
-               and not missing, 'timed out' if rc is None else
-               f'exit code {rc}, {len(records)} of {expected} iterations, last loss '
-               f'{f"{loss:.4f}" if _finite(loss) else loss}, '
-               f'{backend}' + (f'; log lacks {missing}' if missing else ''))
+    part.check(
+        'dist_train ran', rc == 0 and len(records) == expected and _finite(loss) and not missing,
+        'timed out'
+        if rc is None else f'exit code {rc}, {len(records)} of {expected} iterations, last loss '
+        f'{f"{loss:.4f}" if _finite(loss) else loss}, '
+        f'{backend}' + (f'; log lacks {missing}' if missing else ''))
     return part
 
 
 # --- the whole check ------------------------------------------------------------------------
+
 
 def report_dir(out: Optional[str] = None) -> str:
     """The report folder: ``out`` (refused if it holds a report already) or a fresh
@@ -592,7 +640,8 @@ def report_dir(out: Optional[str] = None) -> str:
     return path
 
 
-def run_gpu_check(out: Optional[str] = None, dry_run: bool = False,
+def run_gpu_check(out: Optional[str] = None,
+                  dry_run: bool = False,
                   log: Callable[[str], None] = print) -> tuple:
     """Run every part, write ``<out>/gpu_check.md``; returns (report path, all passed)."""
     from ..engine.launch import UserError
@@ -645,14 +694,17 @@ def render(parts: List[Part], checks: List[Check], passed: bool, total: float,
     """The report: one section per part, then the summary."""
     when = datetime.datetime.now().strftime('%Y-%m-%d %H:%M')
     mode = ': CPU dry run (tiny sizes)' if dry_run else ''
-    lines = [f'# GPU check{mode}', '',
-             f'Generated {when} by `tools/analysis_tools/gpu_check.sh'
-             f'{" --dry-run" if dry_run else ""}`; {total:.0f} s in all.', '']
+    lines = [
+        f'# GPU check{mode}', '', f'Generated {when} by `tools/analysis_tools/gpu_check.sh'
+        f'{" --dry-run" if dry_run else ""}`; {total:.0f} s in all.', ''
+    ]
     for p in parts:
         lines += [f'## {p.title}', '', *p.body, '']
     lines += ['## Summary', '', '| check | result | detail |', '|---|---|---|']
     lines += [f'| {c.name} | {c.status} | {c.detail.replace("|", "/")} |' for c in checks]
-    lines += ['', f'**{"PASS" if passed else "FAIL"}** ({sum(c.status == "PASS" for c in checks)}'
-              f' passed, {sum(c.status == "FAIL" for c in checks)} failed, '
-              f'{sum(c.status == "SKIP" for c in checks)} skipped)', '']
+    lines += [
+        '', f'**{"PASS" if passed else "FAIL"}** ({sum(c.status == "PASS" for c in checks)}'
+        f' passed, {sum(c.status == "FAIL" for c in checks)} failed, '
+        f'{sum(c.status == "SKIP" for c in checks)} skipped)', ''
+    ]
     return '\n'.join(lines)

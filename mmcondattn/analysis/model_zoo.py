@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 
-__all__ = ['METRICS', 'ZooError', 'load_models', 'recorded_metrics', 'find_checkpoint',
-           'evaluate', 'compare', 'print_table']
+__all__ = [
+    'METRICS', 'ZooError', 'load_models', 'recorded_metrics', 'find_checkpoint', 'evaluate',
+    'compare', 'print_table'
+]
 
 # metafile metric name -> (metric key logged by the evaluator, factor to the metafile's unit)
 METRICS = {
@@ -62,8 +64,13 @@ def load_models(model_index):
             weights = m.get('Weights')
             if weights and not re.match(r'^[a-z]+://', weights) and not osp.isabs(weights):
                 weights = osp.join(root, weights)
-            models.append(dict(Name=m['Name'], Config=cfg, Results=m.get('Results') or [],
-                               Weights=weights, metafile=path))
+            models.append(
+                dict(
+                    Name=m['Name'],
+                    Config=cfg,
+                    Results=m.get('Results') or [],
+                    Weights=weights,
+                    metafile=path))
     return models
 
 
@@ -115,8 +122,10 @@ def _logged_metrics(work_dir, since):
 def evaluate(model, checkpoint, work_dir, cfg_options, timeout, repo):
     """Run ``repo``'s tools/test.py; return (metrics dict or None, error text or None)."""
     wd = osp.join(work_dir, model['Name'])
-    cmd = [sys.executable, osp.join(repo, 'tools/test.py'), model['Config'], checkpoint,
-           '--work-dir', wd]
+    cmd = [
+        sys.executable,
+        osp.join(repo, 'tools/test.py'), model['Config'], checkpoint, '--work-dir', wd
+    ]
     if cfg_options:
         cmd += ['--cfg-options'] + cfg_options
     env = dict(os.environ)
@@ -165,10 +174,13 @@ def _fmt(v):
 def print_table(rows, skipped):
     head = ('model', 'metric', 'recorded', 'measured', 'diff', 'status')
     body = [(r['model'], r['metric'], _fmt(r['recorded']), _fmt(r['measured']),
-             _fmt(None if r['recorded'] is None or r['measured'] is None
-                  else r['measured'] - r['recorded']), r['status']) for r in rows]
+             _fmt(None if r['recorded'] is None or r['measured'] is None else r['measured'] -
+                  r['recorded']), r['status']) for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    line = lambda cells: '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'  # noqa
+
+    def line(cells):
+        return '| ' + ' | '.join(str(c).ljust(w) for c, w in zip(cells, widths)) + ' |'
+
     print(line(head))
     print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
     for b in body:
@@ -177,5 +189,5 @@ def print_table(rows, skipped):
         if r.get('error'):
             print(f"{r['model']}: {r['error']}")
     if skipped:
-        print(f'skipped (no checkpoint): {len(skipped)} models'
-              + (f" ({', '.join(skipped[:8])}{', ...' if len(skipped) > 8 else ''})"))
+        print(f'skipped (no checkpoint): {len(skipped)} models' +
+              (f" ({', '.join(skipped[:8])}{', ...' if len(skipped) > 8 else ''})"))

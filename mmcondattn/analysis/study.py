@@ -81,8 +81,10 @@ DEFAULT_LAMS = [0.5, 1., 2., 5., 10.]
 _LAM = re.compile(r'spectral_lam(\d+(?:\.\d+)?)')
 # generated data: (format, folder, train images (per class for imagenet), val images, size,
 # extra generator options); classification: large shapes (0.4-0.8 of the side) at 32 px
-DATA = {'cls': ('imagenet', 'shapes_imagenet', 128, 32, 32, dict(size_range=(0.4, 0.8))),
-        'det': ('coco', 'shapes_coco', 32, 16, 96, dict())}
+DATA = {
+    'cls': ('imagenet', 'shapes_imagenet', 128, 32, 32, dict(size_range=(0.4, 0.8))),
+    'det': ('coco', 'shapes_coco', 32, 16, 96, dict())
+}
 # κ(A), κ(C·O) (the head outputs the projection receives: preconditioned where precond is
 # on, else O), κ(X) (layer inputs); see mmcondattn.models.probe.LAYER_KEYS
 KAPPA_KEYS = ('kappa_attn', 'kappa_out_proj', 'kappa_x')
@@ -195,8 +197,16 @@ def make_data(task, out_dir, scale, fmnist_root='data/fashion_mnist'):
     return osp.abspath(root)
 
 
-def run_config(task, family, method, seed, epochs, data_root, work_dir, conditioning=None,
-               num_train=None, config_root='.'):
+def run_config(task,
+               family,
+               method,
+               seed,
+               epochs,
+               data_root,
+               work_dir,
+               conditioning=None,
+               num_train=None,
+               config_root='.'):
     """The config of one run: the family's study config (under ``config_root``) with this
     method (``conditioning``, default :func:`conditioning_of`), seed and data (fmnist: the
     first ``num_train`` train images, ConditionMonitorHook once per epoch)."""
@@ -245,14 +255,14 @@ def kappa_over_training(work_dir):
     """What ConditionMonitorHook logged: ``{key: [[series per layer: [step, value], ...]]}``
     for TRAIN_KEYS, plus ``tokens``: ``[[step, κ(embedded tokens)], ...]``; None without
     hook records (the shapes tasks)."""
-    logs = read_scalars(work_dir, lambda k: k.startswith('cond_layers/') or
-                        k == 'cond/kappa_tokens')
+    logs = read_scalars(work_dir,
+                        lambda k: k.startswith('cond_layers/') or k == 'cond/kappa_tokens')
     if not logs:
         return None
     out = {}
     for key in TRAIN_KEYS:
-        layers = sorted(int(k.rsplit('/', 1)[1]) for k in logs
-                        if k.startswith(f'cond_layers/{key}/'))
+        layers = sorted(
+            int(k.rsplit('/', 1)[1]) for k in logs if k.startswith(f'cond_layers/{key}/'))
         out[key] = [sorted(logs[f'cond_layers/{key}/{i}'].items()) for i in layers]
     out['tokens'] = sorted(logs.get('cond/kappa_tokens', {}).items())
     return out
@@ -265,9 +275,12 @@ def probe_kappa(runner):
     model = runner.model.module if hasattr(runner.model, 'module') else runner.model
     batch = model.data_preprocessor(next(iter(runner.val_dataloader)), False)
     result = measure_conditioning(model.backbone, batch['inputs'])
-    return dict(layers=[{k: row[k] for k in KAPPA_KEYS + EXTRA_KEYS}
-                        for row in result['layers']],
-                tokens=(result['tokens'] or {}).get('kappa'))
+    return dict(
+        layers=[{
+            k: row[k]
+            for k in KAPPA_KEYS + EXTRA_KEYS
+        } for row in result['layers']],
+        tokens=(result['tokens'] or {}).get('kappa'))
 
 
 def _work_dir(out_dir, task, family, method, seed):
@@ -281,14 +294,22 @@ def finished_run(task, family, method, seed, epochs, out_dir, conditioning=None,
         with open(done) as f:
             rec = json.load(f)
         cond = conditioning_of(task, method) if conditioning is None else conditioning
-        if (rec.get('epochs'), rec.get('conditioning'), rec.get('num_train')) == (
-                epochs, cond, num_train):
+        if (rec.get('epochs'), rec.get('conditioning'), rec.get('num_train')) == (epochs, cond,
+                                                                                  num_train):
             return rec
     return None
 
 
-def train_one(task, family, method, seed, epochs, data_root, out_dir, conditioning=None,
-              num_train=None, config_root='.'):
+def train_one(task,
+              family,
+              method,
+              seed,
+              epochs,
+              data_root,
+              out_dir,
+              conditioning=None,
+              num_train=None,
+              config_root='.'):
     """Train (or reuse) one run; returns its record."""
     rec = finished_run(task, family, method, seed, epochs, out_dir, conditioning, num_train)
     if rec is not None:
@@ -299,20 +320,27 @@ def train_one(task, family, method, seed, epochs, data_root, out_dir, conditioni
     shutil.rmtree(work_dir, ignore_errors=True)  # a stale or interrupted run
     from mmengine.runner import Runner
     start = time.perf_counter()
-    runner = Runner.from_cfg(run_config(task, family, method, seed, epochs, data_root,
-                                        work_dir, cond, num_train, config_root))
+    runner = Runner.from_cfg(
+        run_config(task, family, method, seed, epochs, data_root, work_dir, cond, num_train,
+                   config_root))
     # pycocotools prints its tables on stdout: into the run's folder, not the console
     with open(osp.join(work_dir, 'stdout.txt'), 'w') as out, contextlib.redirect_stdout(out):
         runner.train()
-    rec = dict(task=task, family=family, method=method, seed=seed, epochs=epochs,
-               conditioning=cond, num_train=num_train,
-               seconds=round(time.perf_counter() - start, 1),
-               curve=val_curve(work_dir, TASKS[task][0], epochs), kappa=probe_kappa(runner),
-               iters_per_epoch=len(runner.train_dataloader),
-               kappa_train=kappa_over_training(work_dir),
-               checkpoint=osp.relpath(osp.join(work_dir, f'epoch_{epochs}.pth'), out_dir),
-               config=osp.relpath(osp.join(work_dir, osp.basename(TASKS[task][2][family])),
-                                  out_dir))
+    rec = dict(
+        task=task,
+        family=family,
+        method=method,
+        seed=seed,
+        epochs=epochs,
+        conditioning=cond,
+        num_train=num_train,
+        seconds=round(time.perf_counter() - start, 1),
+        curve=val_curve(work_dir, TASKS[task][0], epochs),
+        kappa=probe_kappa(runner),
+        iters_per_epoch=len(runner.train_dataloader),
+        kappa_train=kappa_over_training(work_dir),
+        checkpoint=osp.relpath(osp.join(work_dir, f'epoch_{epochs}.pth'), out_dir),
+        config=osp.relpath(osp.join(work_dir, osp.basename(TASKS[task][2][family])), out_dir))
     for h in list(runner.logger.handlers):  # free the run's log file
         h.close()
         runner.logger.removeHandler(h)
@@ -365,8 +393,11 @@ def resolve(task, family, method, settings):
 
 
 def task_epochs(task, settings):
-    return {'cls': settings.cls_epochs, 'det': settings.det_epochs,
-            'fmnist': settings.fmnist_epochs}[task]
+    return {
+        'cls': settings.cls_epochs,
+        'det': settings.det_epochs,
+        'fmnist': settings.fmnist_epochs
+    }[task]
 
 
 # --- report -------------------------------------------------------------------------------
@@ -399,8 +430,8 @@ def summarize(records, methods):
     for r in records:
         groups.setdefault((r['task'], r['family'], r['method']), []).append(r)
     rows = []
-    for (task, family, method), runs in sorted(groups.items(), key=lambda kv: (
-            kv[0][0], kv[0][1], _order(kv[0][2], methods))):
+    for (task, family, method), runs in sorted(
+            groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _order(kv[0][2], methods))):
         runs = sorted(runs, key=lambda r: r['seed'])
         epochs, mean, _ = _mean_curve(runs)
         base = groups.get((task, family, 'baseline'))
@@ -408,17 +439,29 @@ def summarize(records, methods):
         reach = next((e for e, v in zip(epochs, mean) if v >= base_final), None) \
             if base_final is not None else None
         finals = [r['curve'][-1][1] for r in runs]
-        kappa = {k: statistics.fmean(statistics.fmean(lay[k] for lay in r['kappa']['layers'])
-                                     for r in runs) for k in KAPPA_KEYS}
+        kappa = {
+            k: statistics.fmean(
+                statistics.fmean(lay[k] for lay in r['kappa']['layers']) for r in runs)
+            for k in KAPPA_KEYS
+        }
         if all(r['kappa']['tokens'] is not None for r in runs):
             kappa['kappa_tokens'] = statistics.fmean(r['kappa']['tokens'] for r in runs)
-        rows.append(dict(task=task, family=family, method=method, seeds=len(runs),
-                         final=_mean_std(finals), reach=reach, epochs=epochs[-1],
-                         minutes=sum(r['seconds'] for r in runs) / 60, kappa=kappa,
-                         seed_list=[r['seed'] for r in runs], finals=finals,
-                         reach_runs=[_reach(r['curve'], base_final) for r in runs]
-                         if base_final is not None else [None] * len(runs),
-                         base_final=base_final))
+        rows.append(
+            dict(
+                task=task,
+                family=family,
+                method=method,
+                seeds=len(runs),
+                final=_mean_std(finals),
+                reach=reach,
+                epochs=epochs[-1],
+                minutes=sum(r['seconds'] for r in runs) / 60,
+                kappa=kappa,
+                seed_list=[r['seed'] for r in runs],
+                finals=finals,
+                reach_runs=[_reach(r['curve'], base_final)
+                            for r in runs] if base_final is not None else [None] * len(runs),
+                base_final=base_final))
     return rows
 
 
@@ -429,25 +472,32 @@ def plot(records, methods, out_dir):
     paths = []
     pairs = sorted({(r['task'], r['family']) for r in records})
     for task, family in pairs:
-        runs = {m: [r for r in records if (r['task'], r['family'], r['method']) ==
-                    (task, family, m)] for m in methods}
+        runs = {
+            m: [r for r in records if (r['task'], r['family'], r['method']) == (task, family, m)]
+            for m in methods
+        }
         runs = {m: rs for m, rs in runs.items() if rs}
         fig, ax = plt.subplots(figsize=(6, 4))
         for m, rs in runs.items():
             e, mean, std = _mean_curve(rs)
             ax.plot(e, mean, label=m, lw=2 if m == 'baseline' else 1.2)
-            ax.fill_between(e, [a - b for a, b in zip(mean, std)],
-                            [a + b for a, b in zip(mean, std)], alpha=0.15)
-        ax.set(xlabel='epoch', ylabel=TASKS[task][1],
-               title=f'{task} / {family}: validation, mean ± std over seeds')
+            ax.fill_between(
+                e, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
+                alpha=0.15)
+        ax.set(
+            xlabel='epoch',
+            ylabel=TASKS[task][1],
+            title=f'{task} / {family}: validation, mean ± std over seeds')
         ax.legend(fontsize=8)
         paths.append(save_figure(fig, osp.join(out_dir, f'curves_{task}_{family}.png')))
 
         fig, axes = plt.subplots(1, len(KAPPA_KEYS), figsize=(4 * len(KAPPA_KEYS), 3.6))
         for ax, k in zip(axes, KAPPA_KEYS):
             for m, rs in runs.items():
-                layers = [statistics.fmean(r['kappa']['layers'][i][k] for r in rs)
-                          for i in range(len(rs[0]['kappa']['layers']))]
+                layers = [
+                    statistics.fmean(r['kappa']['layers'][i][k] for r in rs)
+                    for i in range(len(rs[0]['kappa']['layers']))
+                ]
                 ax.plot(range(len(layers)), layers, marker='o', label=m)
             ax.set(yscale='log', xlabel='attention layer', title=f'{k} after training')
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -462,26 +512,31 @@ def report(rows, settings, seconds, plots):
     lines = [
         '| task | family | method | seeds | final (mean ± std) | epochs to reach baseline '
         'final | κ(A) | κ(C·O) | κ(X) | κ(tokens) | train min |',
-        '|---|---|---|---|---|---|---|---|---|---|---|']
+        '|---|---|---|---|---|---|---|---|---|---|---|'
+    ]
     for r in rows:
-        reach = (f"{r['reach']} / {r['epochs']}" if r['reach'] is not None else
-                 f"not reached in {r['epochs']}")
-        kap = [f"{r['kappa'][k]:.3g}" if k in r['kappa'] else '-'
-               for k in KAPPA_KEYS + ('kappa_tokens', )]
+        reach = (f"{r['reach']} / {r['epochs']}"
+                 if r['reach'] is not None else f"not reached in {r['epochs']}")
+        kap = [
+            f"{r['kappa'][k]:.3g}" if k in r['kappa'] else '-'
+            for k in KAPPA_KEYS + ('kappa_tokens', )
+        ]
         lines.append(f"| {r['task']} | {r['family']} | {r['method']} | {r['seeds']} | "
                      f"{r['final'][0]:.3f} ± {r['final'][1]:.3f} | {reach} | "
                      f"{' | '.join(kap)} | {r['minutes']:.1f} |")
-    head = [f'Command: `{settings.command}`  ',
-            f'Wall time of this call: {seconds / 60:.1f} min; training time of the runs '
-            f"reported (column 'train min'): {sum(r['minutes'] for r in rows):.0f} min; "
-            f'machine: {os.cpu_count()} CPU cores, load average at the end '
-            f'{os.getloadavg()[0]:.1f}.  ',
-            'Metrics: classification top-1 (%) on the generated val split; detection '
-            'COCO box AP50 (CocoMetric, 0-1). κ after training, on one val batch '
-            '(`mmcondattn.models.probe.measure_conditioning`): κ(A) attention matrices, κ(C·O) '
-            'head outputs as the projection receives them (preconditioned where precond is '
-            'on), κ(X) layer inputs (means over layers, heads, images); κ(tokens) '
-            'the embedded patch tokens the first layer receives.', '']
+    head = [
+        f'Command: `{settings.command}`  ',
+        f'Wall time of this call: {seconds / 60:.1f} min; training time of the runs '
+        f"reported (column 'train min'): {sum(r['minutes'] for r in rows):.0f} min; "
+        f'machine: {os.cpu_count()} CPU cores, load average at the end '
+        f'{os.getloadavg()[0]:.1f}.  ',
+        'Metrics: classification top-1 (%) on the generated val split; detection '
+        'COCO box AP50 (CocoMetric, 0-1). κ after training, on one val batch '
+        '(`mmcondattn.models.probe.measure_conditioning`): κ(A) attention matrices, κ(C·O) '
+        'head outputs as the projection receives them (preconditioned where precond is '
+        'on), κ(X) layer inputs (means over layers, heads, images); κ(tokens) '
+        'the embedded patch tokens the first layer receives.', ''
+    ]
     figs = [f'![{osp.basename(p)}]({osp.basename(p)})' for p in plots]
     return '\n'.join(head + lines + [''] + figs) + '\n'
 
@@ -504,8 +559,9 @@ def real_groups(records, task, family, methods, lam):
     out = {}
     for m in methods:
         name = sweep_name(lam) if m == 'spectral' and lam is not None else m
-        rs = sorted((r for r in records if (r['task'], r['family'], r['method']) ==
-                     (task, family, name)), key=lambda r: r['seed'])
+        rs = sorted(
+            (r for r in records if (r['task'], r['family'], r['method']) == (task, family, name)),
+            key=lambda r: r['seed'])
         if rs:
             out[f'spectral (λ*={lam:g})' if m == 'spectral' else m] = rs
     return out
@@ -522,8 +578,7 @@ def _layer_curves(runs, key):
         steps = sorted(set.intersection(*(set(sr) for sr in series)))
         per = runs[0]['iters_per_epoch']
         agg = (lambda v: statistics.fmean(v)) if key.startswith('entropy') else _gmean
-        out.append(([st / per for st in steps], [agg([sr[st] for sr in series])
-                                                  for st in steps]))
+        out.append(([st / per for st in steps], [agg([sr[st] for sr in series]) for st in steps]))
     return out
 
 
@@ -543,10 +598,13 @@ def plot_real(records, task, methods, sweep_seed, best, out_dir):
         for lab, rs in groups.items():
             e, mean, std = _mean_curve(rs)
             ax.plot(e, mean, label=f'{lab} ({len(rs)} seeds)', lw=2 if lab == 'baseline' else 1.2)
-            ax.fill_between(e, [a - b for a, b in zip(mean, std)],
-                            [a + b for a, b in zip(mean, std)], alpha=0.15)
-        ax.set(xlabel='epoch', ylabel=f'test {TASKS[task][1]}',
-               title=f'Fashion-MNIST / {family}: test top-1, mean ± std over seeds')
+            ax.fill_between(
+                e, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
+                alpha=0.15)
+        ax.set(
+            xlabel='epoch',
+            ylabel=f'test {TASKS[task][1]}',
+            title=f'Fashion-MNIST / {family}: test top-1, mean ± std over seeds')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -556,8 +614,8 @@ def plot_real(records, task, methods, sweep_seed, best, out_dir):
                 ('kappa_wq', 'κ(W_Q)'), ('entropy_attn', 'attention entropy')]
         depth = max((len(_layer_curves(rs, 'kappa_attn')) for rs in groups.values()), default=0)
         if depth:
-            fig, axes = plt.subplots(len(keys), depth, figsize=(3.2 * depth, 2.5 * len(keys)),
-                                     squeeze=False)
+            fig, axes = plt.subplots(
+                len(keys), depth, figsize=(3.2 * depth, 2.5 * len(keys)), squeeze=False)
             for row, (key, title) in enumerate(keys):
                 for lab, rs in groups.items():
                     for i, (x, y) in enumerate(_layer_curves(rs, key)):
@@ -571,11 +629,13 @@ def plot_real(records, task, methods, sweep_seed, best, out_dir):
                     if row == len(keys) - 1:
                         ax.set_xlabel('epoch')
             axes[0][0].legend(fontsize=7)
-            fig.suptitle(f'Fashion-MNIST / {family}: conditioning over training per attention '
-                         'layer (ConditionMonitorHook, 4 train images; geometric mean over '
-                         'seeds)', fontsize=10)
-            paths.append(save_figure(
-                fig, osp.join(out_dir, f'kappa_train_{task}_{family}.png'), dpi=80))
+            fig.suptitle(
+                f'Fashion-MNIST / {family}: conditioning over training per attention '
+                'layer (ConditionMonitorHook, 4 train images; geometric mean over '
+                'seeds)',
+                fontsize=10)
+            paths.append(
+                save_figure(fig, osp.join(out_dir, f'kappa_train_{task}_{family}.png'), dpi=80))
 
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
         for ax, k in zip(axes, KAPPA_KEYS + ('entropy_attn', )):
@@ -584,8 +644,10 @@ def plot_real(records, task, methods, sweep_seed, best, out_dir):
                     continue
                 agg = statistics.fmean if k.startswith('entropy') else _gmean
                 n = len(rs[0]['kappa']['layers'])
-                ax.plot(range(n), [agg([r['kappa']['layers'][i][k] for r in rs])
-                                   for i in range(n)], marker='o', label=lab)
+                ax.plot(
+                    range(n), [agg([r['kappa']['layers'][i][k] for r in rs]) for i in range(n)],
+                    marker='o',
+                    label=lab)
             if k.startswith('kappa'):
                 ax.set_yscale('log')
             ax.set(xlabel='attention layer', title=f'{k} after training')
@@ -594,13 +656,18 @@ def plot_real(records, task, methods, sweep_seed, best, out_dir):
         fig.suptitle(f'Fashion-MNIST / {family}: after training, test images', fontsize=10)
         paths.append(save_figure(fig, osp.join(out_dir, f'kappa_{task}_{family}.png')))
 
-    sweeps = {f: sorted(((method_lam(r['method']), r) for r in records
-                         if r['family'] == f and method_lam(r['method']) is not None
-                         and r['seed'] == sweep_seed),
-                        key=lambda t: t[0]) for f in families}
+    sweeps = {
+        f:
+        sorted(
+            ((method_lam(r['method']), r) for r in records
+             if r['family'] == f and method_lam(r['method']) is not None and r['seed'] == sweep_seed
+             ),
+            key=lambda t: t[0])
+        for f in families
+    }
     if any(sweeps.values()):
-        fig, axes = plt.subplots(2, len(families), figsize=(4.5 * len(families), 6.5),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            2, len(families), figsize=(4.5 * len(families), 6.5), squeeze=False)
         for j, f in enumerate(families):
             pts = sweeps[f]
             if not pts:
@@ -619,8 +686,13 @@ def plot_real(records, task, methods, sweep_seed, best, out_dir):
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
             ax = axes[1][j]
-            ax.plot(xs, [statistics.fmean(lay['entropy_attn'] for lay in r['kappa']['layers'])
-                         for _, r in pts], marker='o', color='C2')
+            ax.plot(
+                xs, [
+                    statistics.fmean(lay['entropy_attn'] for lay in r['kappa']['layers'])
+                    for _, r in pts
+                ],
+                marker='o',
+                color='C2')
             ax.set(xscale='log', xlabel='λ', ylabel='attention entropy after training (nats)')
             ax.grid(alpha=0.3)
         fig.suptitle('Spectral conditioning: λ sweep (one seed each)', fontsize=10)
@@ -658,7 +730,8 @@ def report_real(records, task, settings, seconds, plots, best):
         '(`measure_conditioning`).', '',
         '| family | method | seeds | final top-1 per seed | mean ± std | Δ (σ_Δ) | epochs to '
         'reach baseline final | κ(A) | κ(C·O) | κ(X) | κ(tokens) | min / run |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|']
+        '|---|---|---|---|---|---|---|---|---|---|---|---|'
+    ]
     for f in families:
         base = by.get((f, 'baseline'))
         for m in settings.methods:
@@ -677,48 +750,57 @@ def report_real(records, task, settings, seconds, plots, best):
             else:
                 delta = '–'
             runs = [x for x in records if (x['family'], x['method']) == (f, name)]
-            kap = [_gmean([_gmean([lay[k] for lay in x['kappa']['layers']]) for x in runs])
-                   for k in KAPPA_KEYS]
+            kap = [
+                _gmean([_gmean([lay[k] for lay in x['kappa']['layers']]) for x in runs])
+                for k in KAPPA_KEYS
+            ]
             tok = _gmean([x['kappa']['tokens'] for x in runs])
             lines.append(
                 f"| {f} | {lab} | {', '.join(map(str, r['seed_list']))} | "
                 f"{', '.join(f'{v:.2f}' for v in r['finals'])} | {mean:.2f} ± {sd:.2f} | "
-                f"{delta} | {_fmt_reach(r['reach_runs'], r['epochs'])} of {r['epochs']} | "
-                + ' | '.join(f'{k:.3g}' for k in kap + [tok])
-                + f" | {r['minutes'] / r['seeds']:.1f} |")
-    lines += ['', f"**λ sweep** of spectral conditioning (identity mode, C = λI on each of "
-              f"W_Q, W_K, W_V), seed {settings.seeds[0]} only; λ* = the highest final top-1 "
-              "(ties: the smaller λ), chosen on the test split (no separate validation split: a "
-              "selection bias in favour of λ*, which the other seeds of λ* do not share). "
-              'Entropy: attention entropy after training (nats; uniform rows: log N).', '',
-              '| family | λ | final top-1 | epochs to reach baseline final | κ(A) | '
-              'entropy | κ(W_Q) | min |', '|---|---|---|---|---|---|---|---|']
+                f"{delta} | {_fmt_reach(r['reach_runs'], r['epochs'])} of {r['epochs']} | " +
+                ' | '.join(f'{k:.3g}'
+                           for k in kap + [tok]) + f" | {r['minutes'] / r['seeds']:.1f} |")
+    lines += [
+        '', f"**λ sweep** of spectral conditioning (identity mode, C = λI on each of "
+        f"W_Q, W_K, W_V), seed {settings.seeds[0]} only; λ* = the highest final top-1 "
+        "(ties: the smaller λ), chosen on the test split (no separate validation split: a "
+        "selection bias in favour of λ*, which the other seeds of λ* do not share). "
+        'Entropy: attention entropy after training (nats; uniform rows: log N).', '',
+        '| family | λ | final top-1 | epochs to reach baseline final | κ(A) | '
+        'entropy | κ(W_Q) | min |', '|---|---|---|---|---|---|---|---|'
+    ]
     for f in families:
         base = by.get((f, 'baseline'))
         if base is not None:
             lines.append(f"| {f} | 0 (baseline, seed {base['seed_list'][0]}) | "
-                         f"{base['finals'][0]:.2f} | {_fmt_reach(base['reach_runs'][:1], 0)} | "
-                         + _sweep_cells([x for x in records if (x['family'], x['method'],
-                                                                 x['seed']) ==
-                                         (f, 'baseline', base['seed_list'][0])][0]) + ' |')
+                         f"{base['finals'][0]:.2f} | {_fmt_reach(base['reach_runs'][:1], 0)} | " +
+                         _sweep_cells([
+                             x for x in records if (x['family'], x['method'], x['seed']) ==
+                             (f, 'baseline', base['seed_list'][0])
+                         ][0]) + ' |')
         for lam in settings.lams:
             r = by.get((f, sweep_name(lam)))
             if r is None:
                 continue
-            rec = [x for x in records if (x['family'], x['method'], x['seed']) ==
-                   (f, sweep_name(lam), settings.seeds[0])]
+            rec = [
+                x for x in records
+                if (x['family'], x['method'], x['seed']) == (f, sweep_name(lam), settings.seeds[0])
+            ]
             if not rec:
                 continue
             i = r['seed_list'].index(settings.seeds[0])
             star = ' (λ*)' if best.get(f) == lam else ''
             lines.append(f"| {f} | {lam:g}{star} | {r['finals'][i]:.2f} | "
-                         f"{_fmt_reach(r['reach_runs'][i:i + 1], 0)} | "
-                         + _sweep_cells(rec[0]) + ' |')
-    lines += ['', "**κ over training** (ConditionMonitorHook, the same 4 train images of each "
-              'run before the first step and after every epoch): layer-mean κ at the start → '
-              'end of training, geometric mean over the runs.', '',
-              '| family | method | κ(A) | κ(C·O) | κ(X) | κ(W_Q) | κ(W_V) | κ(tokens) |',
-              '|---|---|---|---|---|---|---|---|']
+                         f"{_fmt_reach(r['reach_runs'][i:i + 1], 0)} | " + _sweep_cells(rec[0]) +
+                         ' |')
+    lines += [
+        '', "**κ over training** (ConditionMonitorHook, the same 4 train images of each "
+        'run before the first step and after every epoch): layer-mean κ at the start → '
+        'end of training, geometric mean over the runs.', '',
+        '| family | method | κ(A) | κ(C·O) | κ(X) | κ(W_Q) | κ(W_V) | κ(tokens) |',
+        '|---|---|---|---|---|---|---|---|'
+    ]
     for f in families:
         for lab, rs in real_groups(records, task, f, settings.methods, best.get(f)).items():
             cells = []
@@ -770,8 +852,9 @@ CLAIMS = {
                'about 10³ → 10¹)', [('tokens', 'κ(embedded tokens)'),
                                     ('kappa_x', 'κ(X), layer input')]),
     'spectral': ('spectral', 'NeurIPS 2025: W + C lowers κ(W_Q), κ(W_K), κ(W_V) (κ ≤ 2 for '
-                 'the exact C; C = λI in the experiments)',
-                 [('kappa_wq', 'κ(W_Q)'), ('kappa_wk', 'κ(W_K)'), ('kappa_wv', 'κ(W_V)')]),
+                 'the exact C; C = λI in the experiments)', [('kappa_wq', 'κ(W_Q)'),
+                                                             ('kappa_wk', 'κ(W_K)'),
+                                                             ('kappa_wv', 'κ(W_V)')]),
     'precond': ('precond', 'AISTATS 2026: the diagonal preconditioner lowers the condition '
                 'number of the attention matrices', [('kappa_attn', 'κ(A)'),
                                                      ('kappa_out', 'κ(O) = κ(A V)'),
@@ -808,12 +891,16 @@ def run_claims(records, task, settings, best):
                     all(lab.startswith('baseline') for lab, _ in models):
                 continue
             d = osp.join(settings.out_dir, 'claims', f'{claim}_{family}')
-            specs = [(lab, osp.join(settings.out_dir, r['config']),
-                      osp.join(settings.out_dir, r['checkpoint'])) for lab, r in models]
+            specs = [(lab, osp.join(settings.out_dir,
+                                    r['config']), osp.join(settings.out_dir, r['checkpoint']))
+                     for lab, r in models]
             measure_models(specs, d, num_images=CLAIM_IMAGES)
-            cmd = ['tools/analysis_tools/conditioning.py', *specs[0][1:], '--compare',
-                   *[f'{c}={k}' for _, c, k in specs[1:]], '--labels', *[s[0] for s in specs],
-                   '--num-images', str(CLAIM_IMAGES), '--out-dir', d]
+            cmd = [
+                'tools/analysis_tools/conditioning.py', *specs[0][1:], '--compare',
+                *[f'{c}={k}' for _, c, k in specs[1:]], '--labels', *[s[0] for s in specs],
+                '--num-images',
+                str(CLAIM_IMAGES), '--out-dir', d
+            ]
             with open(osp.join(d, 'conditioning.csv')) as f:
                 rows = list(csv.DictReader(f))
             out.setdefault(claim, {})[family] = ('python ' + ' '.join(cmd), rows)
@@ -827,9 +914,11 @@ def report_claims(claims, out_dir, best):
     lines, plots = [], []
     for claim, fams in claims.items():
         method, stated, keys = CLAIMS[claim]
-        lines += [f'**{claim}**: {stated}. Measured on the first {CLAIM_IMAGES} test images '
-                  '(their test pipeline) for every seed; geometric means over seeds, the '
-                  'ratio conditioned / baseline in brackets.', '']
+        lines += [
+            f'**{claim}**: {stated}. Measured on the first {CLAIM_IMAGES} test images '
+            '(their test pipeline) for every seed; geometric means over seeds, the '
+            'ratio conditioned / baseline in brackets.', ''
+        ]
         groups_of = {}
         for family, (_, rows) in fams.items():
             groups = {}
@@ -838,31 +927,40 @@ def report_claims(claims, out_dir, best):
             groups_of[family] = groups
         conds = sorted({g for gs in groups_of.values() for g in gs if g != 'baseline'})
         heads = {'spectral': 'spectral at λ*', 'spectral-lam10': 'spectral at λ = 10 (paper)'}
-        lines += ['| family | layer | quantity | baseline | '
-                  + ' | '.join(heads.get(c, c) for c in conds) + ' |',
-                  '|---|---|---|---|' + '---|' * len(conds)]
-        fig, axes = plt.subplots(len(keys), len(fams), figsize=(4.2 * len(fams),
-                                                                 3.0 * len(keys)),
-                                 squeeze=False)
+        lines += [
+            '| family | layer | quantity | baseline | ' +
+            ' | '.join(heads.get(c, c) for c in conds) + ' |',
+            '|---|---|---|---|' + '---|' * len(conds)
+        ]
+        fig, axes = plt.subplots(
+            len(keys), len(fams), figsize=(4.2 * len(fams), 3.0 * len(keys)), squeeze=False)
         for j, (family, groups) in enumerate(groups_of.items()):
             for i, (key, label) in enumerate(keys):
+
                 def series(g):
                     rows = groups[g]
                     if key == 'tokens':
-                        return {'tokens': _gmean([float(r['kappa_x']) for r in rows
-                                                  if r['layer'] == 'tokens'])}
+                        return {
+                            'tokens':
+                            _gmean([float(r['kappa_x']) for r in rows if r['layer'] == 'tokens'])
+                        }
                     layers = sorted({int(r['layer']) for r in rows if r['layer'] != 'tokens'})
-                    return {str(n): _gmean([float(r[key]) for r in rows
-                                            if r['layer'] == str(n)]) for n in layers}
+                    return {
+                        str(n): _gmean([float(r[key]) for r in rows if r['layer'] == str(n)])
+                        for n in layers
+                    }
+
                 base = series('baseline')
                 per = {g: series(g) for g in conds if g in groups}
                 for layer, b in base.items():
-                    cells = [f'{per[g][layer]:.3g} (×{per[g][layer] / b:.2g})' if g in per
-                             else '–' for g in conds]
-                    fam = (f'{family} (λ*={best[family]:g})' if claim == 'spectral'
-                           and best.get(family) is not None else family)
-                    lines.append(f'| {fam} | {layer} | {label} | {b:.3g} | '
-                                 + ' | '.join(cells) + ' |')
+                    cells = [
+                        f'{per[g][layer]:.3g} (×{per[g][layer] / b:.2g})' if g in per else '–'
+                        for g in conds
+                    ]
+                    fam = (f'{family} (λ*={best[family]:g})'
+                           if claim == 'spectral' and best.get(family) is not None else family)
+                    lines.append(f'| {fam} | {layer} | {label} | {b:.3g} | ' + ' | '.join(cells) +
+                                 ' |')
                 ax = axes[i][j]
                 for g in ['baseline'] + conds:
                     if g not in groups:
@@ -871,22 +969,25 @@ def report_claims(claims, out_dir, best):
                     for k, sd in enumerate(seeds):
                         rows = [r for r in groups[g] if r['model'] == sd]
                         if key == 'tokens':
-                            xs, ys = [0], [float(r['kappa_x']) for r in rows
-                                           if r['layer'] == 'tokens']
+                            xs, ys = [0], [
+                                float(r['kappa_x']) for r in rows if r['layer'] == 'tokens'
+                            ]
                         else:
                             rows = [r for r in rows if r['layer'] != 'tokens']
                             xs, ys = [int(r['layer']) for r in rows], [float(r[key]) for r in rows]
                         color = 'k' if g == 'baseline' else f'C{conds.index(g)}'
-                        ax.plot(xs, ys, marker='o', color=color, alpha=0.7,
-                                label=g if k == 0 else None)
-                ax.set(yscale='log', title=f'{family}: {label}',
-                       xlabel='embedded tokens' if key == 'tokens' else 'attention layer')
+                        ax.plot(
+                            xs, ys, marker='o', color=color, alpha=0.7, label=g if k == 0 else None)
+                ax.set(
+                    yscale='log',
+                    title=f'{family}: {label}',
+                    xlabel='embedded tokens' if key == 'tokens' else 'attention layer')
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=7)
         fig.suptitle(f'{claim}: {stated}', fontsize=9)
         plots.append(save_figure(fig, osp.join(out_dir, f'claim_{claim}.png'), dpi=80))
-        lines += ['', f'![claim_{claim}.png](claim_{claim}.png)', '', 'Commands:', '',
-                  '```bash'] + [cmd for cmd, _ in fams.values()] + ['```', '']
+        lines += ['', f'![claim_{claim}.png](claim_{claim}.png)', '', 'Commands:', '', '```bash'
+                  ] + [cmd for cmd, _ in fams.values()] + ['```', '']
     return '\n'.join(lines) + '\n', plots
 
 
@@ -896,8 +997,10 @@ def run_study(settings: StudySettings) -> List[dict]:
     s = settings
     os.makedirs(s.out_dir, exist_ok=True)
     plan = make_plan(s)
-    data = {t: make_data(t, s.out_dir, s.scale_data, s.fmnist_root) for t in s.tasks
-            if not s.report_only}
+    data = {
+        t: make_data(t, s.out_dir, s.scale_data, s.fmnist_root)
+        for t in s.tasks if not s.report_only
+    }
     start, records = time.perf_counter(), {}
     bar = ProgressBar(len(plan))
     for task, family, method, seed in plan:
@@ -928,8 +1031,10 @@ def run_study(settings: StudySettings) -> List[dict]:
         recs = [r for r in records if r['task'] == task]
         if not recs:
             continue
-        best = {f: best_lam(task, f, s.lams, s.seeds[0], s.fmnist_epochs, s.out_dir,
-                            s.fmnist_train) for f in TASKS[task][2]}
+        best = {
+            f: best_lam(task, f, s.lams, s.seeds[0], s.fmnist_epochs, s.out_dir, s.fmnist_train)
+            for f in TASKS[task][2]
+        }
         plots = plot_real(recs, task, s.methods, s.seeds[0], best, s.out_dir)
         text = report_real(recs, task, s, seconds, plots, best)
         _publish(s, f'study_{task}.md', f'study-{task}', text, plots)

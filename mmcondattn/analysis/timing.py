@@ -58,8 +58,8 @@ class Timing:
         return Timing([self.samples[ref], self.samples[i]])
 
 
-def time_alternating(models: Sequence[nn.Module], step: Callable[[nn.Module], None],
-                     warmup: int, repeats: int, device: torch.device) -> Timing:
+def time_alternating(models: Sequence[nn.Module], step: Callable[[nn.Module], None], warmup: int,
+                     repeats: int, device: torch.device) -> Timing:
     """Seconds of ``step(model)`` per model and round: ``warmup`` untimed calls each, then
     ``repeats`` rounds calling every model once, in reversed order every other round."""
     for m in models:
@@ -92,9 +92,11 @@ def _event_span_ns(event):
 def _cpu_allocation_growth(prof, names: Sequence[str]) -> List[int]:
     """Largest growth of bytes held by torch's CPU allocator inside each profiled range."""
     events = list(prof.profiler.kineto_results.events())
-    mem = sorted(((_event_span_ns(e)[0], e.nbytes()) for e in events  # allocations before frees
-                  if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU),
-                 key=lambda tn: (tn[0], -tn[1]))
+    mem = sorted(
+        (
+            (_event_span_ns(e)[0], e.nbytes()) for e in events  # allocations before frees
+            if e.name() == '[memory]' and e.device_type() == torch.autograd.DeviceType.CPU),
+        key=lambda tn: (tn[0], -tn[1]))
     growth = []
     for name in names:
         start, end = _event_span_ns(next(e for e in events if e.name() == name))

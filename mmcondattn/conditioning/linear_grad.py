@@ -34,8 +34,8 @@ def linear_backward(grad_y: torch.Tensor, x_for_weight: Optional[torch.Tensor],
     rows = grad_y.reshape(-1, grad_y.shape[-1])  # (M, out), M = all leading dims
     grad_w = grad_b = grad_x = None
     if needs[1]:  # (out, in); no name is bound to the flattened input, so `del` frees it
-        grad_w = rows.mT.matmul(
-            x_for_weight.reshape(-1, x_for_weight.shape[-1]).to(dtype)).to(weight.dtype)
+        grad_w = rows.mT.matmul(x_for_weight.reshape(-1, x_for_weight.shape[-1]).to(dtype)).to(
+            weight.dtype)
     del x_for_weight
     if needs[2] and bias_dtype is not None:
         grad_b = rows.sum(0).to(bias_dtype)

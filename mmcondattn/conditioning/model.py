@@ -132,7 +132,8 @@ def _check_precond(layer: nn.Module, a: AttentionAdapter) -> None:
             f'before its {a.proj!r}: {reason}')
 
 
-def condition_attention_layer(layer: nn.Module, conditioning,
+def condition_attention_layer(layer: nn.Module,
+                              conditioning,
                               adapter: Optional[AttentionAdapter] = None) -> None:
     """Condition one attention layer in place: swap ``qkv`` / ``proj`` (same Parameters) and
     set ``layer.conditioning`` (the parsed config)."""
@@ -146,8 +147,10 @@ def condition_attention_layer(layer: nn.Module, conditioning,
     if cfg.spectral is not None:
         setattr(layer, a.qkv, SpectralLinear.from_linear(getattr(layer, a.qkv), cfg.spectral))
     if cfg.precond is not None:
-        setattr(layer, a.proj, PreconditionedLinear.from_linear(
-            getattr(layer, a.proj), a.num_heads(layer), cfg.precond))
+        setattr(
+            layer, a.proj,
+            PreconditionedLinear.from_linear(
+                getattr(layer, a.proj), a.num_heads(layer), cfg.precond))
     layer.conditioning = cfg
 
 
@@ -231,15 +234,17 @@ class PatchTokenConditioning(nn.Module):
         return f'num_extra_tokens={self.num_extra_tokens}'
 
 
-def attach_token_conditioning(backbone: nn.Module, tokens: TokensCfg, patch_embed: nn.Module,
+def attach_token_conditioning(backbone: nn.Module,
+                              tokens: TokensCfg,
+                              patch_embed: nn.Module,
                               pos_drop: Optional[nn.Module] = None,
                               num_prefix_tokens: int = 0) -> PatchTokenConditioning:
     """Add ``backbone.token_conditioning`` and hook it on ``patch_embed`` (position
     'before_pos_embed', or no ``pos_drop``) or on ``pos_drop`` ('after_pos_embed', leaving
     the ``num_prefix_tokens`` leading tokens out)."""
     before = tokens.position == 'before_pos_embed' or pos_drop is None
-    tc = PatchTokenConditioning(TokenConditioner.from_cfg(tokens),
-                                num_extra_tokens=0 if before else num_prefix_tokens)
+    tc = PatchTokenConditioning(
+        TokenConditioner.from_cfg(tokens), num_extra_tokens=0 if before else num_prefix_tokens)
     backbone.token_conditioning = tc
     if before:
         patch_embed.register_forward_hook(tc.after_patch_embed)

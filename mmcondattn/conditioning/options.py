@@ -20,8 +20,7 @@ from typing import Any, Optional, Tuple
 
 __all__ = [
     'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg', 'ConditioningConfig',
-    'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS', 'TOKEN_SOLVERS',
-    'TOKEN_POSITIONS'
+    'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS', 'TOKEN_SOLVERS', 'TOKEN_POSITIONS'
 ]
 
 SPECTRAL_MODES = ('identity', 'svd')
@@ -64,8 +63,9 @@ class TokensCfg:
 
     solver ('gram' default: fastest exact solver for full-rank X at detection sizes on CPU,
     Gram matrix in float64, rank-deficient images handed to svd | 'svd': exact, also for
-    rank-deficient X | 'newton_schulz': iterative, GPU-friendly, full-rank X only), detach (bool, default True), position ('before_pos_embed'
-    default | 'after_pos_embed'), ns_iters (int >= 1, default 30, newton_schulz only).
+    rank-deficient X | 'newton_schulz': iterative, GPU-friendly, full-rank X only), detach
+    (bool, default True), position ('before_pos_embed' default | 'after_pos_embed'), ns_iters
+    (int >= 1, default 30, newton_schulz only).
     """
     solver: str = 'gram'
     detach: bool = True
@@ -95,8 +95,7 @@ class ConditioningConfig:
 
     def to_dict(self) -> dict:
         """The config back as a plain dict (methods that are off are left out)."""
-        return {k: asdict(v) for k, v in ((n, getattr(self, n)) for n in _METHODS)
-                if v is not None}
+        return {k: asdict(v) for k, v in ((n, getattr(self, n)) for n in _METHODS) if v is not None}
 
 
 def _choices(valid) -> str:
@@ -159,15 +158,18 @@ def _check_targets(where: str, value: Any) -> Tuple[str, ...]:
 
 # one checker per option: (where, value) -> normalised value
 _CHECKS = {
-    PrecondCfg: dict(
+    PrecondCfg:
+    dict(
         eps=lambda w, v: _check_number(w, v, 0., strict=True),
         scale=lambda w, v: _check_number(w, v, 0., strict=True),
         detach=_check_bool),
-    SpectralCfg: dict(
+    SpectralCfg:
+    dict(
         mode=lambda w, v: _check_choice(w, v, SPECTRAL_MODES),
         lam=lambda w, v: _check_number(w, v, 0., strict=False),
         targets=_check_targets),
-    TokensCfg: dict(
+    TokensCfg:
+    dict(
         solver=lambda w, v: _check_choice(w, v, TOKEN_SOLVERS),
         detach=_check_bool,
         position=lambda w, v: _check_choice(w, v, TOKEN_POSITIONS),

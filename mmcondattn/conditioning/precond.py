@@ -47,8 +47,8 @@ def _scaled_heads(x: torch.Tensor, c: torch.Tensor, num_heads: int) -> torch.Ten
     """C·x for x (..., N, heads·d) and C (..., N, heads, 1), written contiguously in one pass
     (x may be a strided view, e.g. XCA's permuted output; F.linear would copy it again)."""
     heads = x.unflatten(-1, (num_heads, -1))  # (..., N, heads, d)
-    out = torch.empty(heads.shape, dtype=torch.promote_types(heads.dtype, c.dtype),
-                      device=heads.device)
+    out = torch.empty(
+        heads.shape, dtype=torch.promote_types(heads.dtype, c.dtype), device=heads.device)
     return torch.mul(heads, c, out=out).flatten(-2)
 
 
@@ -83,8 +83,12 @@ class _PreconditionedProjection(torch.autograd.Function):
         needs = ctx.needs_input_grad[:3]
         h = ctx.num_heads
         grad_x, grad_w, grad_b = linear_backward(
-            grad_y, _scaled_heads(x, c, h) if needs[1] else None,  # C·x, recomputed
-            weight, torch.promote_types(x.dtype, c.dtype), needs, ctx.bias_dtype)
+            grad_y,
+            _scaled_heads(x, c, h) if needs[1] else None,  # C·x, recomputed
+            weight,
+            torch.promote_types(x.dtype, c.dtype),
+            needs,
+            ctx.bias_dtype)
         if grad_x is not None:
             grad_x = grad_x.unflatten(-1, (h, -1)).mul_(c).flatten(-2).to(x.dtype)
         return grad_x, grad_w, grad_b, None, None, None
@@ -106,8 +110,13 @@ class PreconditionedLinear(nn.Linear):
         device, dtype: as ``nn.Linear``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 num_heads: int = 1, precond: Optional[PrecondCfg] = None, device=None,
+    def __init__(self,
+                 in_features: int,
+                 out_features: int,
+                 bias: bool = True,
+                 num_heads: int = 1,
+                 precond: Optional[PrecondCfg] = None,
+                 device=None,
                  dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         if in_features % num_heads:
@@ -119,11 +128,19 @@ class PreconditionedLinear(nn.Linear):
         self.precond = precond
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, num_heads: int,
+    def from_linear(cls,
+                    linear: nn.Linear,
+                    num_heads: int,
                     precond: Optional[PrecondCfg] = None) -> 'PreconditionedLinear':
         """A PreconditionedLinear sharing ``linear``'s weight and bias Parameters."""
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None, num_heads,
-                  precond, device='meta', dtype=linear.weight.dtype)
+        new = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            num_heads,
+            precond,
+            device='meta',
+            dtype=linear.weight.dtype)
         new.weight, new.bias = linear.weight, linear.bias
         return new
 

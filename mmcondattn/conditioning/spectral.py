@@ -42,9 +42,10 @@ def spectral_correction(weight: torch.Tensor,
         raise ValueError(f'expected a fused qkv weight (3*D_out, D_in), got {tuple(weight.shape)}')
     blocks = weight.detach().chunk(len(SPECTRAL_TARGETS), dim=0)  # 3 × (D_out, D_in)
     with torch.autocast(weight.device.type, enabled=False):
-        corr = [_block_correction(b, cfg.mode, cfg.lam) if t in cfg.targets else
-                torch.zeros_like(b, dtype=torch.float64)
-                for t, b in zip(SPECTRAL_TARGETS, blocks)]
+        corr = [
+            _block_correction(b, cfg.mode, cfg.lam) if t in cfg.targets else torch.zeros_like(
+                b, dtype=torch.float64) for t, b in zip(SPECTRAL_TARGETS, blocks)
+        ]
     return torch.cat(corr, dim=0).to(weight.dtype)
 
 
@@ -109,8 +110,13 @@ class SpectralLinear(nn.Linear):
         device, dtype: as ``nn.Linear``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 spectral: Optional[SpectralCfg] = None, device=None, dtype=None):
+    def __init__(self,
+                 in_features: int,
+                 out_features: int,
+                 bias: bool = True,
+                 spectral: Optional[SpectralCfg] = None,
+                 device=None,
+                 dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         if not isinstance(spectral, SpectralCfg):
             spectral = parse_conditioning(dict(spectral=spectral or {})).spectral
@@ -127,8 +133,13 @@ class SpectralLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, spectral=None) -> 'SpectralLinear':
         """A SpectralLinear sharing ``linear``'s weight and bias Parameters (its correction
         computed from them)."""
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None, spectral,
-                  device='meta', dtype=linear.weight.dtype)
+        new = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            spectral,
+            device='meta',
+            dtype=linear.weight.dtype)
         new.weight, new.bias = linear.weight, linear.bias
         if new.spectral.mode == 'svd':
             new.correction = torch.empty_like(linear.weight, requires_grad=False)
@@ -175,8 +186,12 @@ class SpectralLinear(nn.Linear):
     @torch.no_grad()
     def folded(self) -> nn.Linear:
         """A plain ``nn.Linear`` with weight W + C and a copy of the bias."""
-        lin = nn.Linear(self.in_features, self.out_features, self.bias is not None,
-                        device=self.weight.device, dtype=self.weight.dtype)
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype)
         lin.weight.copy_(self.effective_weight())
         lin.weight.requires_grad_(self.weight.requires_grad)
         if self.bias is not None:

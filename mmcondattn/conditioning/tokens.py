@@ -46,8 +46,8 @@ def _correction_gram(x: torch.Tensor) -> torch.Tensor:
     lam, q = torch.linalg.eigh(g)  # ascending eigenvalues σ_i², (..., k), (..., k, k)
     lmax = lam[..., -1:].clamp(min=0)  # (..., 1)
     # floor tiny/negative eigenvalues (rank tolerance; tiny keeps the zero matrix finite)
-    floor = (lmax * torch.finfo(torch.float64).eps * g.shape[-1]).clamp(
-        min=torch.finfo(torch.float64).tiny)
+    floor = (lmax * torch.finfo(torch.float64).eps *
+             g.shape[-1]).clamp(min=torch.finfo(torch.float64).tiny)
     inv_sqrt = (q * torch.maximum(lam, floor).rsqrt().unsqueeze(-2)) @ q.mT  # G^(-1/2)
     polar = x64 @ inv_sqrt if _tall(x) else inv_sqrt @ x64  # U Vᵀ, (..., N, D)
     c = (lmax.sqrt().unsqueeze(-1) * polar).to(x.dtype)
@@ -132,11 +132,15 @@ class TokenConditioner(nn.Module):
         ns_iters (int): Newton-Schulz iterations (default 30).
     """
 
-    def __init__(self, solver: str = 'gram', detach: bool = True,
-                 position: str = 'before_pos_embed', ns_iters: int = 30):
+    def __init__(self,
+                 solver: str = 'gram',
+                 detach: bool = True,
+                 position: str = 'before_pos_embed',
+                 ns_iters: int = 30):
         super().__init__()
-        self.cfg = parse_conditioning(dict(tokens=dict(
-            solver=solver, detach=detach, position=position, ns_iters=ns_iters))).tokens
+        self.cfg = parse_conditioning(
+            dict(tokens=dict(solver=solver, detach=detach, position=position,
+                             ns_iters=ns_iters))).tokens
 
     @classmethod
     def from_cfg(cls, cfg) -> 'TokenConditioner':
@@ -157,4 +161,3 @@ class TokenConditioner(nn.Module):
         c = self.cfg
         ns = f', ns_iters={c.ns_iters}' if c.solver == 'newton_schulz' else ''
         return f'solver={c.solver}, detach={c.detach}, position={c.position}{ns}'
-

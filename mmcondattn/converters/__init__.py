@@ -23,6 +23,5 @@ from .xcit import convert_xcit
 
 __all__ = [
     'CLASSIFICATION_ONLY_KEYS', 'ConversionError', 'classifier_to_detector', 'convert_swin',
-    'convert_vit', 'convert_xcit', 'drop_classification_keys', 'load_state_dict',
-    'save_state_dict'
+    'convert_vit', 'convert_xcit', 'drop_classification_keys', 'load_state_dict', 'save_state_dict'
 ]

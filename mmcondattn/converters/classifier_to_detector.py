@@ -22,8 +22,9 @@ from typing import Dict, List, Optional
 
 from .common import ConversionError, StateDict, split_prefix
 
-__all__ = ['CLASSIFICATION_ONLY_KEYS', 'drop_classification_keys', 'guess_family',
-           'classifier_to_detector']
+__all__ = [
+    'CLASSIFICATION_ONLY_KEYS', 'drop_classification_keys', 'guess_family', 'classifier_to_detector'
+]
 
 # per family: exact names, and prefixes ending with '.'
 CLASSIFICATION_ONLY_KEYS: Dict[str, tuple] = {

@@ -15,7 +15,9 @@ from .common import ConversionError, load_state_dict, save_state_dict
 __all__ = ['run_converter']
 
 
-def run_converter(convert: Callable, description: str, argv: Optional[List[str]] = None,
+def run_converter(convert: Callable,
+                  description: str,
+                  argv: Optional[List[str]] = None,
                   add_arguments: Optional[Callable] = None) -> int:
     """Parse ``argv``, convert SRC to DST; returns the exit status (0 ok, 1 error).
 
@@ -37,8 +39,11 @@ def run_converter(convert: Callable, description: str, argv: Optional[List[str]]
         return 1
     try:
         out = convert(load_state_dict(src), **args)
-        save_state_dict(out, dst, force=force,
-                        meta=dict(converted_from=osp.basename(src), converter=description))
+        save_state_dict(
+            out,
+            dst,
+            force=force,
+            meta=dict(converted_from=osp.basename(src), converter=description))
     except (ConversionError, OSError, RuntimeError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

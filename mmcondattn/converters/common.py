@@ -13,8 +13,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 
 __all__ = [
-    'ConversionError', 'Rule', 'add_prefix', 'apply_rules', 'load_state_dict',
-    'save_state_dict', 'split_prefix', 'unwrap_state_dict'
+    'ConversionError', 'Rule', 'add_prefix', 'apply_rules', 'load_state_dict', 'save_state_dict',
+    'split_prefix', 'unwrap_state_dict'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -73,7 +73,8 @@ def apply_rules(state_dict: StateDict, rules: Iterable[Rule], what: str) -> Stat
     return out
 
 
-def split_prefix(state_dict: StateDict, prefix: str,
+def split_prefix(state_dict: StateDict,
+                 prefix: str,
                  keep_prefix: bool = False) -> Tuple[StateDict, StateDict]:
     """(keys starting with ``prefix`` -- without it unless ``keep_prefix`` --, the others)."""
     inside, outside = OrderedDict(), OrderedDict()
@@ -133,7 +134,9 @@ def load_state_dict(path: str) -> StateDict:
     return unwrap_state_dict(load_checkpoint_file(path, map_location='cpu'))
 
 
-def save_state_dict(state_dict: StateDict, path: str, force: bool = False,
+def save_state_dict(state_dict: StateDict,
+                    path: str,
+                    force: bool = False,
                     meta: Optional[dict] = None) -> None:
     """Write ``{'state_dict': ..., 'meta': ...}`` (the layout mmengine's loaders read).
 

@@ -56,8 +56,7 @@ def convert_swin(state_dict: StateDict) -> StateDict:
     """
     official = any(k.startswith('layers.0.downsample.') for k in state_dict)
     shift = 0 if official else -1  # which stage owns ``layers.i.downsample``
-    stages = {int(m.group(1)) for m in map(re.compile(r'layers\.(\d+)\.').match, state_dict)
-              if m}
+    stages = {int(m.group(1)) for m in map(re.compile(r'layers\.(\d+)\.').match, state_dict) if m}
     last = max(stages) if stages else 0
 
     def merge(m, v):

@@ -19,8 +19,9 @@ from typing import Iterable
 
 from .common import Rule, StateDict, add_prefix, apply_rules, split_prefix
 
-__all__ = ['convert_xcit', 'convert_xcit_backbone', 'is_source_xcit_backbone',
-           'xcit_backbone_rules']
+__all__ = [
+    'convert_xcit', 'convert_xcit_backbone', 'is_source_xcit_backbone', 'xcit_backbone_rules'
+]
 
 # backbone keys only the official / timm layouts have (ours: xca_layers, ca_layers, pyramid)
 _SOURCE_KEY = re.compile(r'(blocks|cls_attn_blocks|pos_embeder|fpn[1-4])\.')

@@ -16,8 +16,10 @@ import shutil
 import struct
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ['DEBIAN_DIR', 'DEBIAN_PACKAGE', 'FILES', 'FASHION_MNIST_SIZES', 'IdxError',
-           'read_idx_header', 'check_idx', 'find_sources', 'prepare_fashion_mnist']
+__all__ = [
+    'DEBIAN_DIR', 'DEBIAN_PACKAGE', 'FILES', 'FASHION_MNIST_SIZES', 'IdxError', 'read_idx_header',
+    'check_idx', 'find_sources', 'prepare_fashion_mnist'
+]
 
 DEBIAN_PACKAGE = 'dataset-fashion-mnist'
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
@@ -96,7 +98,8 @@ def find_sources(dirs) -> Optional[Dict[str, str]]:
     return None
 
 
-def prepare_fashion_mnist(sources: Dict[str, str], out_dir: str,
+def prepare_fashion_mnist(sources: Dict[str, str],
+                          out_dir: str,
                           sizes: Optional[dict] = None) -> List[str]:
     """Write the four files un-gzipped into ``out_dir`` (``FashionMNIST``'s ``data_root``)
     and check every header and data size against ``sizes`` (default: the real dataset,

@@ -17,8 +17,9 @@ from pycocotools import mask as mask_utils
 
 SHAPES = ('rectangle', 'circle', 'triangle')
 # Well separated colours so the task is easy: shape class is independent of colour.
-_COLOURS = np.array([[230, 60, 60], [60, 200, 60], [70, 90, 240], [240, 200, 40],
-                     [200, 70, 220], [40, 210, 220]], dtype=np.uint8)
+_COLOURS = np.array(
+    [[230, 60, 60], [60, 200, 60], [70, 90, 240], [240, 200, 40], [200, 70, 220], [40, 210, 220]],
+    dtype=np.uint8)
 
 
 def _draw(kind, canvas_hw, rng, size_range=(1 / 6, 1 / 3)):
@@ -69,8 +70,13 @@ def _coco_image(hw, rng, max_objects, min_area):
     return img, objs
 
 
-def make_coco_shapes(out_dir, num_train=32, num_val=8, img_size=128, max_objects=3,
-                     seed=0, min_area=40):
+def make_coco_shapes(out_dir,
+                     num_train=32,
+                     num_val=8,
+                     img_size=128,
+                     max_objects=3,
+                     seed=0,
+                     min_area=40):
     """Write a COCO-format instance-segmentation dataset of coloured shapes.
 
     Args:
@@ -99,22 +105,34 @@ def make_coco_shapes(out_dir, num_train=32, num_val=8, img_size=128, max_objects
             images.append(dict(id=i + 1, file_name=name, height=hw[0], width=hw[1]))
             for cat, m in objs:
                 rle = mask_utils.encode(np.asfortranarray(m))
-                annotations.append(dict(
-                    id=ann_id, image_id=i + 1, category_id=cat, iscrowd=0,
-                    area=float(mask_utils.area(rle)),
-                    bbox=[float(v) for v in mask_utils.toBbox(rle)],
-                    segmentation=dict(size=rle['size'], counts=rle['counts'].decode('ascii'))))
+                annotations.append(
+                    dict(
+                        id=ann_id,
+                        image_id=i + 1,
+                        category_id=cat,
+                        iscrowd=0,
+                        area=float(mask_utils.area(rle)),
+                        bbox=[float(v) for v in mask_utils.toBbox(rle)],
+                        segmentation=dict(size=rle['size'], counts=rle['counts'].decode('ascii'))))
                 ann_id += 1
         path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
         with open(path, 'w') as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories,
-                           info=dict(description='mmcondattn synthetic shapes', seed=seed)), f)
+            json.dump(
+                dict(
+                    images=images,
+                    annotations=annotations,
+                    categories=categories,
+                    info=dict(description='mmcondattn synthetic shapes', seed=seed)), f)
         paths[split] = path
     return paths
 
 
-def make_imagenet_folder(out_dir, num_train_per_class=16, num_val_per_class=4, img_size=64,
-                         seed=0, size_range=(1 / 6, 1 / 3)):
+def make_imagenet_folder(out_dir,
+                         num_train_per_class=16,
+                         num_val_per_class=4,
+                         img_size=64,
+                         seed=0,
+                         size_range=(1 / 6, 1 / 3)):
     """Write an ImageNet-style folder dataset: one class per shape, one object per image
     whose size is a fraction in ``size_range`` of the image side.
 
@@ -130,7 +148,8 @@ def make_imagenet_folder(out_dir, num_train_per_class=16, num_val_per_class=4, i
             os.makedirs(osp.join(out_dir, split, kind), exist_ok=True)
             for i in range(num):
                 img = _background(hw, rng)
-                img[_draw(kind, hw, rng, size_range).astype(bool)] = _COLOURS[rng.integers(len(_COLOURS))]
+                img[_draw(kind, hw, rng,
+                          size_range).astype(bool)] = _COLOURS[rng.integers(len(_COLOURS))]
                 rel = f'{kind}/{i:05d}.png'
                 cv2.imwrite(osp.join(out_dir, split, rel), img[..., ::-1])
                 lines.append(f'{rel} {label}')

@@ -101,9 +101,9 @@ def check_work_dir(work_dir, resume):
     """Refuse to start a fresh run in a work dir that already holds checkpoints."""
     ckpts = sorted(glob.glob(osp.join(work_dir, '*.pth')))
     if ckpts and not resume:
-        names = ', '.join(osp.basename(c) for c in ckpts[:3])
+        names = ', '.join(osp.basename(c) for c in ckpts[:3]) + (', ...' if len(ckpts) > 3 else '')
         raise UserError(
-            f'work dir {work_dir} already holds checkpoints ({names}{", ..." if len(ckpts) > 3 else ""}); '
+            f'work dir {work_dir} already holds checkpoints ({names}); '
             'a new run would overwrite them. Pass --resume to continue that run, or choose '
             'another --work-dir')
 

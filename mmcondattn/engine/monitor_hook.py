@@ -60,7 +60,10 @@ class ConditionMonitorHook(Hook):
     """
     priority = 'LOW'
 
-    def __init__(self, interval: int = 50, num_images: int = 2, per_layer: bool = True,
+    def __init__(self,
+                 interval: int = 50,
+                 num_images: int = 2,
+                 per_layer: bool = True,
                  dtype: str = 'float64'):
         for name, val in (('interval', interval), ('num_images', num_images)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
@@ -116,7 +119,10 @@ class ConditionMonitorHook(Hook):
         runner.visualizer.add_scalars(summary, step=step)
         if self.per_layer:
             runner.visualizer.add_scalars(
-                {f'cond_layers/{k}': v for k, v in per_layer(result).items()}, step=step)
+                {
+                    f'cond_layers/{k}': v
+                    for k, v in per_layer(result).items()
+                }, step=step)
         self._last_step = step
         s = summary
         tokens = f', κ(tokens) {s["cond/kappa_tokens"]:.3g}' if 'cond/kappa_tokens' in s else ''

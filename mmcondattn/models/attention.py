@@ -29,11 +29,10 @@ from mmpretrain.models.backbones.xcit import XCA
 from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from ..conditioning import (PreconditionedLinear, condition_attention, precondition,
-                            parse_conditioning)
-from ..conditioning.model import (ATTENTION_ADAPTERS, AttentionAdapter,
-                                  condition_attention_layer, load_adapters,
-                                  register_attention)
+from ..conditioning import (PreconditionedLinear, condition_attention, parse_conditioning,
+                            precondition)
+from ..conditioning.model import (ATTENTION_ADAPTERS, AttentionAdapter, condition_attention_layer,
+                                  load_adapters, register_attention)
 
 __all__ = [
     'ConditionedMultiheadAttention', 'ConditionedWindowMSA', 'ConditionedDetWindowMSA',
@@ -152,8 +151,8 @@ def _hook_layers(model: nn.Module, records: Dict[str, dict], handles: list, fuse
 
         handles.append(getattr(m, adapter.proj).register_forward_pre_hook(on_proj))
         if adapter.attention_from_qkv is not None:
-            hook = (lambda mod, args, out, m=m, rec=rec, f=adapter.attention_from_qkv:
-                    rec.__setitem__('attn', f(m, out.detach())))
+            hook = (lambda mod, args, out, m=m, rec=rec, f=adapter.attention_from_qkv: rec.
+                    __setitem__('attn', f(m, out.detach())))
             handles.append(getattr(m, adapter.qkv).register_forward_hook(hook))
         else:  # attn_drop receives the softmaxed (and masked) attention
             hook = (lambda mod, args, rec=rec: rec.__setitem__('attn', args[0].detach()))

@@ -25,9 +25,9 @@ LAYER_KEYS = {
     'kappa_attn': 'κ(A_h), attention matrices (N×N; d×d channel attention for XCiT)',
     'kappa_out': 'κ(O_h), head outputs O_h = A_h V_h (N×d)',
     'kappa_out_proj': 'κ of the head outputs the projection receives: C_h·O_h with precond, '
-                      'else O_h',
+    'else O_h',
     'kappa_x': 'κ(X), the layer input tokens q, k, v are computed from (N×D, after the '
-               "block's norm; per window for Swin)",
+    "block's norm; per window for Swin)",
     'kappa_wq': 'κ(W_Q), effective D×D query weight (W + C with spectral conditioning)',
     'kappa_wk': 'κ(W_K), effective key weight',
     'kappa_wv': 'κ(W_V), effective value weight',
@@ -121,8 +121,10 @@ def _layer_row(index: int, name: str, attn: nn.Module, rec: dict, dtype) -> dict
         row[f'kappa_w{t}'] = condition_number(w, dtype=dtype).item()
         row[f'sigma_min_w{t}'] = min_singular_value(w, dtype).item()
     row['entropy_attn'] = _mean(entropy)
-    row.update(kappa_attn_heads=_heads(k_attn), kappa_out_heads=_heads(k_out),
-               entropy_attn_heads=_heads(entropy))
+    row.update(
+        kappa_attn_heads=_heads(k_attn),
+        kappa_out_heads=_heads(k_out),
+        entropy_attn_heads=_heads(entropy))
     return {k: row[k] for k in ('index', 'name', *LAYER_KEYS, *(f'{k}_heads' for k in HEAD_KEYS))}
 
 
@@ -163,12 +165,15 @@ def measure_conditioning(model: nn.Module,
     with _probe_mode(backbone, inputs.device):
         with record_attention(backbone) as recs, _record_tokens(backbone) as tok:
             backbone(inputs)
-        rows = [_layer_row(i, name, m, recs[name], dtype)
-                for i, (name, m) in enumerate(layers) if 'attn' in recs[name]]
+        rows = [
+            _layer_row(i, name, m, recs[name], dtype) for i, (name, m) in enumerate(layers)
+            if 'attn' in recs[name]
+        ]
     tokens: Optional[dict] = None
     if 'tokens' in tok:
-        tokens = dict(kappa=_mean(condition_number(tok['tokens'], dtype=dtype)),
-                      sigma_min=_mean(min_singular_value(tok['tokens'], dtype)))
+        tokens = dict(
+            kappa=_mean(condition_number(tok['tokens'], dtype=dtype)),
+            sigma_min=_mean(min_singular_value(tok['tokens'], dtype)))
     return dict(layers=rows, tokens=tokens)
 
 

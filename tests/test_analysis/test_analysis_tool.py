@@ -7,9 +7,9 @@ import os.path as osp
 
 import pytest
 import torch
-
 from cond_helpers import ALL_METHODS, cls_config, kappa, train
 from conftest import run_tool
+
 from mmcondattn.analysis.condition_report import logs_report, measure_models, read_logs
 from mmcondattn.analysis.logs import scalars_records
 
@@ -37,14 +37,18 @@ def test_baseline_vs_conditioned_per_layer(family, tmp_path):
     base = cls_config(tmp_path / f'{family}_base.py', family)
     cond = cls_config(tmp_path / f'{family}_cond.py', family, ALL_METHODS)
     out = tmp_path / 'out'
-    res = measure_models([('baseline', base, None), ('conditioned', cond, None)], str(out),
-                         num_images=2, img_size=32)
+    res = measure_models([('baseline', base, None), ('conditioned', cond, None)],
+                         str(out),
+                         num_images=2,
+                         img_size=32)
     for name in ('conditioning.md', 'conditioning.csv', 'conditioning_heads.csv'):
         assert (out / name).stat().st_size > 0
     _check_png(out / 'conditioning_layers.png')
     rows = _csv(out / 'conditioning.csv')
-    layers = {m: [r for r in rows if r['model'] == m and r['layer'] != 'tokens']
-              for m in ('baseline', 'conditioned')}
+    layers = {
+        m: [r for r in rows if r['model'] == m and r['layer'] != 'tokens']
+        for m in ('baseline', 'conditioned')
+    }
     assert len(layers['baseline']) == len(layers['conditioned']) == 2
     # the plotted bars are the table's numbers
     for key, per_model in res['plotted'].items():
@@ -62,8 +66,8 @@ def test_checkpoint_and_dataset_images(tmp_path):
     """A checkpoint's weights are what is measured (κ(W) from svdvals of its weights); the
     config's test dataset is used when it exists."""
     from mmcondattn.datasets import make_imagenet_folder
-    data = make_imagenet_folder(str(tmp_path / 'imnet'), num_train_per_class=0,
-                                num_val_per_class=1, img_size=40, seed=0)
+    data = make_imagenet_folder(
+        str(tmp_path / 'imnet'), num_train_per_class=0, num_val_per_class=1, img_size=40, seed=0)
     cfg = cls_config(tmp_path / 'xcit.py', 'xcit', dict(spectral=dict(lam=2.0)), data_root=data)
     res0 = measure_models([('xcit', cfg, None)], str(tmp_path / 'init'), num_images=2)
     init = res0['results']['xcit']  # the initialised model's numbers
@@ -94,8 +98,9 @@ def test_mismatched_checkpoint_is_one_line(tmp_path):
     init_default_scope('mmpretrain')
     torch.save({'state_dict': MODELS.build(Config.fromfile(xcit).model).state_dict()},
                tmp_path / 'xcit.pth')
-    r = run_tool([TOOL, vit, str(tmp_path / 'xcit.pth'), '--out-dir', str(tmp_path / 'o')],
-                 cwd=tmp_path)
+    r = run_tool(
+        [TOOL, vit, str(tmp_path / 'xcit.pth'), '--out-dir',
+         str(tmp_path / 'o')], cwd=tmp_path)
     err = r.stderr.strip()
     assert r.returncode == 2 and err.count('\n') == 0, r.stderr[-2000:]
     assert err.startswith('error: checkpoint') and 'missing keys' in err
@@ -117,12 +122,12 @@ def test_bad_labels_and_missing_config(tmp_path):
 @pytest.mark.e2e
 def test_kappa_over_training_from_logs(tmp_path):
     from mmcondattn.datasets import make_imagenet_folder
-    data = make_imagenet_folder(str(tmp_path / 'imnet'), num_train_per_class=4,
-                                num_val_per_class=0, img_size=32, seed=0)
+    data = make_imagenet_folder(
+        str(tmp_path / 'imnet'), num_train_per_class=4, num_val_per_class=0, img_size=32, seed=0)
     wds = []
     for name, cond in (('base', None), ('cond', ALL_METHODS)):
-        cfg = cls_config(tmp_path / f'{name}.py', 'xcit', cond, data_root=data, hook_interval=1,
-                         max_iters=3)
+        cfg = cls_config(
+            tmp_path / f'{name}.py', 'xcit', cond, data_root=data, hook_interval=1, max_iters=3)
         train(cfg, tmp_path / name, f'logs_{name}')
         wds.append(str(tmp_path / name))
     out = tmp_path / 'out'

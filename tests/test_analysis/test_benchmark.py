@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import REPO, run_tool
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.analysis.benchmark import (FAMILIES, METHODS, BenchmarkSettings, Row,
@@ -17,7 +18,6 @@ from mmcondattn.analysis.report import write_markdown
 from mmcondattn.analysis.timing import Timing, peak_memory, time_alternating
 from mmcondattn.conditioning import (PreconditionedLinear, SpectralLinear, condition_number,
                                      condition_tokens, precondition, spectral_correction)
-from conftest import REPO, run_tool
 
 TOOL = 'tools/analysis_tools/benchmark_conditioning.py'
 BEGIN, END = '<!-- benchmark:begin -->', '<!-- benchmark:end -->'
@@ -44,8 +44,11 @@ def table(text, first_cell, after=''):
 @pytest.mark.e2e
 def test_tool_writes_a_markdown_table(tmp_path):
     out = tmp_path / 'bench.md'
-    args = [TOOL, '--tiny', '--sizes', 'cls', '--no-detector', '--repeats', '1', '--warmup',
-            '0', '--device', 'cpu', '--out', str(out)]
+    args = [
+        TOOL, '--tiny', '--sizes', 'cls', '--no-detector', '--repeats', '1', '--warmup', '0',
+        '--device', 'cpu', '--out',
+        str(out)
+    ]
     res = run_tool(args, cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert '[15/15]' in res.stdout  # progress, one line per row
@@ -105,7 +108,10 @@ def test_write_markdown_keeps_prose_around_the_markers(tmp_path):
 
 def test_time_alternating_warms_up_then_alternates():
     calls = []
-    timing = time_alternating(['a', 'b'], calls.append, warmup=2, repeats=4,
+    timing = time_alternating(['a', 'b'],
+                              calls.append,
+                              warmup=2,
+                              repeats=4,
                               device=torch.device('cpu'))
     assert calls == ['a', 'a', 'b', 'b'] + ['a', 'b', 'b', 'a'] * 2
     assert [len(t) for t in timing.samples] == [4, 4]
@@ -150,12 +156,18 @@ def test_detector_rows_render():
     detectors = [('XCiT-S12/16 plain', xcit % ''), ('XCiT-S12/16 precond', xcit % 'precond_'),
                  ('Swin-T stock mmdet (reference)',
                   'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')]
-    s = BenchmarkSettings(sizes=['det'], tiny=True, repeats=1, warmup=0, solvers=False,
-                          detectors=detectors)
+    s = BenchmarkSettings(
+        sizes=['det'], tiny=True, repeats=1, warmup=0, solvers=False, detectors=detectors)
     rows = bench_detectors(s)
-    text = render_markdown(dict(settings=s, started=datetime.datetime.now(),
-                                load_start=(0., 0., 0.), load_end=(0., 0., 0.), backbones=[],
-                                detectors=rows, solvers=[]), 'python tool --tiny')
+    text = render_markdown(
+        dict(
+            settings=s,
+            started=datetime.datetime.now(),
+            load_start=(0., 0., 0.),
+            load_end=(0., 0., 0.),
+            backbones=[],
+            detectors=rows,
+            solvers=[]), 'python tool --tiny')
     header, body = table(text, 'detector')
     assert 'ratios against the first row (XCiT-S12/16 plain)' in text
     assert [r[0] for r in body] == [label for label, _ in detectors]
@@ -179,8 +191,13 @@ def test_layer_row_conditions_a_copy_of_the_first_attention_layer(family):
 
 @pytest.mark.slow
 def test_backbone_row_twins_share_weights_and_differ_by_conditioning():
-    s = BenchmarkSettings(families=['xcit'], methods=['spectral_folded'], sizes=['det'],
-                          tiny=True, repeats=1, warmup=0)
+    s = BenchmarkSettings(
+        families=['xcit'],
+        methods=['spectral_folded'],
+        sizes=['det'],
+        tiny=True,
+        repeats=1,
+        warmup=0)
     row = bench_backbone('xcit', 'det', 'spectral_folded', s)
     assert isinstance(row, Row) and row.shape == (1, 3, 64, 64)
     # folded spectral corrections leave no buffers: the twins hold equally many bytes
@@ -189,10 +206,12 @@ def test_backbone_row_twins_share_weights_and_differ_by_conditioning():
 
 # --- optimised paths equal the plain reference implementations ------------------------------
 
+
 @pytest.mark.parametrize('detach', [True, False])
 def test_preconditioned_linear_equals_per_head_reference(detach):
     """Row scaling of the merged heads (fused SDPA kept) = preconditioning as docs/methods.md
-    states it, on (B, heads, N, d) before the merge; forward and gradients, float32 rounding only (rtol 1e-5)."""
+    states it, on (B, heads, N, d) before the merge; forward and gradients, float32 rounding
+    only (rtol 1e-5)."""
     torch.manual_seed(0)
     b, heads, n, d = 2, 4, 9, 8
     proj = nn.Linear(heads * d, 16)
@@ -217,8 +236,8 @@ def test_preconditioned_linear_equals_per_head_reference(detach):
 
 def _precond_pair(proj):
     fast = PreconditionedLinear.from_linear(proj, 4, dict(scale=2.))
-    return fast, lambda x: F.linear(precondition(x.unflatten(-1, (4, 8)), scale=2.).flatten(-2),
-                                    proj.weight, proj.bias)
+    return fast, lambda x: F.linear(
+        precondition(x.unflatten(-1, (4, 8)), scale=2.).flatten(-2), proj.weight, proj.bias)
 
 
 def _spectral_pair(qkv):

@@ -8,14 +8,14 @@ import time
 
 import pytest
 import torch
+from conftest import run_tool
 
 from mmcondattn.analysis.gpu_check import (REPORT_NAME, Part, _ratio_cells, cpu_fp16_autocast,
                                            render, report_dir, stream)
-from conftest import run_tool
 
 TOOL = 'tools/analysis_tools/gpu_check.sh'
-SECTIONS = ('## Environment', '## Benchmark', '## AMP training steps',
-            '## Fused SDPA with precond', '## dist_train', '## Summary')
+SECTIONS = ('## Environment', '## Benchmark', '## AMP training steps', '## Fused SDPA with precond',
+            '## dist_train', '## Summary')
 
 
 def section(text, title):
@@ -39,7 +39,9 @@ def summary(text):
 @pytest.mark.slow
 def test_dry_run_writes_a_passing_report(tmp_path):
     out = tmp_path / 'report'
-    r = run_tool([TOOL, '--dry-run', '--out', str(out)], cwd=tmp_path, timeout=600,
+    r = run_tool([TOOL, '--dry-run', '--out', str(out)],
+                 cwd=tmp_path,
+                 timeout=600,
                  env={'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert '[5/5] dist_train' in r.stdout and 'PASS: wrote' in r.stdout  # progress lines
@@ -60,15 +62,20 @@ def test_dry_run_writes_a_passing_report(tmp_path):
     # benchmark: the repository tool's rows, one per family, detection form
     bench = section(text, '## Benchmark')
     assert 'benchmark_conditioning.py --device cpu --tiny' in bench
-    assert [line.split('|')[1].strip() for line in bench.splitlines()
-            if line.startswith('| ') and ' det | precond ' in line] == ['vit', 'swin', 'xcit']
+    assert [
+        line.split('|')[1].strip() for line in bench.splitlines()
+        if line.startswith('| ') and ' det | precond ' in line
+    ] == ['vit', 'swin', 'xcit']
     # AMP: every family x method; bf16 (and fp16 where CPU autocast has it) finite
     amp = section(text, '## AMP training steps')
-    rows = {tuple(c[:3]): c[3:6] for c in map(cells, amp.splitlines())
-            if c and c[2] in ('fp16', 'bf16')}
-    assert sorted({k[:2] for k in rows}) == sorted(
-        (f, m) for f in ('vit', 'swin', 'xcit')
-        for m in ('baseline', 'precond', 'spectral', 'tokens', 'all'))
+    rows = {
+        tuple(c[:3]): c[3:6]
+        for c in map(cells, amp.splitlines()) if c and c[2] in ('fp16', 'bf16')
+    }
+    assert sorted({k[:2]
+                   for k in rows}) == sorted(
+                       (f, m) for f in ('vit', 'swin', 'xcit')
+                       for m in ('baseline', 'precond', 'spectral', 'tokens', 'all'))
     for (f, m, dtype), finite in rows.items():
         if dtype == 'fp16' and not fp16:
             assert finite[0] == 'skipped: no CUDA'
@@ -118,8 +125,11 @@ def test_summary_fails_when_any_check_fails():
     bad.check('b', False, 'broke | here')
     checks = ok.checks + bad.checks
     text = render([ok, bad], checks, passed=False, total=1.0, dry_run=False)
-    assert summary(text) == {'a': ('PASS', 'fine'), 's': ('SKIP', 'skipped: no CUDA'),
-                             'b': ('FAIL', 'broke / here')}
+    assert summary(text) == {
+        'a': ('PASS', 'fine'),
+        's': ('SKIP', 'skipped: no CUDA'),
+        'b': ('FAIL', 'broke / here')
+    }
     assert text.rstrip().endswith('(1 passed, 1 failed, 1 skipped)')
     assert '**FAIL**' in text
 
@@ -141,9 +151,13 @@ def test_report_folder_is_fresh(tmp_path, monkeypatch):
 def test_stream_stops_a_command_at_its_budget(tmp_path):
     seen = []
     t0 = time.monotonic()
-    rc, lines = stream([sys.executable, '-c', 'import time; print("[1/2] row", flush=True); '
-                        'time.sleep(60)'], 3, seen.append, str(tmp_path / 'log'),
-                       show=lambda s: s.startswith('['))
+    rc, lines = stream(
+        [sys.executable, '-c', 'import time; print("[1/2] row", flush=True); '
+         'time.sleep(60)'],
+        3,
+        seen.append,
+        str(tmp_path / 'log'),
+        show=lambda s: s.startswith('['))
     assert rc is None and time.monotonic() - t0 < 30
     assert lines == ['[1/2] row'] and seen == ['    [1/2] row']
     assert (tmp_path / 'log').read_text() == '[1/2] row\n'

@@ -10,24 +10,31 @@ import re
 
 import pytest
 import yaml
+from conftest import DEMO_CONFIG, REPO, run_tool
 
 from mmcondattn.analysis import model_zoo
 from mmcondattn.analysis.logs import scalars_records
 
-from conftest import DEMO_CONFIG, REPO, run_tool
-
 INDEX = osp.join(REPO, 'model-index.yml')
 TOOL = 'tools/analysis_tools/eval_model_zoo.py'
-CONFIGS = sorted(osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs/**/*.py'),
-                                                           recursive=True)
-                 if '/_base_/' not in p)
+CONFIGS = sorted(
+    osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs/**/*.py'), recursive=True)
+    if '/_base_/' not in p)
 # data_root of a config -> its metafile "Training Data"
-TRAINING_DATA = {'data/coco/': 'COCO', 'data/imagenet': 'ImageNet-1k',
-                 'data/shapes_coco/': 'shapes_coco', 'data/shapes_imagenet/': 'shapes_imagenet',
-                 'data/shapes_imagenet32/': 'shapes_imagenet32', 'data/fashion_mnist/': 'Fashion-MNIST'}
+TRAINING_DATA = {
+    'data/coco/': 'COCO',
+    'data/imagenet': 'ImageNet-1k',
+    'data/shapes_coco/': 'shapes_coco',
+    'data/shapes_imagenet/': 'shapes_imagenet',
+    'data/shapes_imagenet32/': 'shapes_imagenet32',
+    'data/fashion_mnist/': 'Fashion-MNIST'
+}
 GENERATED = ('shapes_coco', 'shapes_imagenet', 'shapes_imagenet32')
-TASK_OF = {'box AP': 'Object Detection', 'mask AP': 'Instance Segmentation',
-           'Top 1 Accuracy': 'Image Classification'}
+TASK_OF = {
+    'box AP': 'Object Detection',
+    'mask AP': 'Instance Segmentation',
+    'Top 1 Accuracy': 'Image Classification'
+}
 
 
 def _third_party(model):
@@ -42,15 +49,18 @@ def _stem_of(name):
 
 
 def _metafiles():
-    return {osp.relpath(p, REPO): yaml.safe_load(open(p))
-            for p in sorted(glob.glob(osp.join(REPO, 'configs/*/metafile.yml')))}
+    return {
+        osp.relpath(p, REPO): yaml.safe_load(open(p))
+        for p in sorted(glob.glob(osp.join(REPO, 'configs/*/metafile.yml')))
+    }
 
 
 # ------------------------------------------------------------------ metafiles vs configs
 def test_model_index_imports_a_metafile_per_family():
     index = yaml.safe_load(open(INDEX))
-    families = sorted(osp.basename(d.rstrip('/')) for d in glob.glob(osp.join(REPO, 'configs/*/'))
-                      if osp.basename(d.rstrip('/')) != '_base_')
+    families = sorted(
+        osp.basename(d.rstrip('/')) for d in glob.glob(osp.join(REPO, 'configs/*/'))
+        if osp.basename(d.rstrip('/')) != '_base_')
     assert sorted(index['Import']) == [f'configs/{f}/metafile.yml' for f in families]
     assert sorted(index['Import']) == sorted(_metafiles())
 
@@ -82,14 +92,16 @@ def test_collections_and_fields():
         for m in meta['Models']:
             assert m['In Collection'] in collections, (path, m['Name'])
             used.add(m['In Collection'])
-            assert set(m) <= {'Name', 'In Collection', 'Config', 'Metadata', 'Results',
-                              'Weights', 'Converted From'}, (path, m['Name'], set(m))
+            assert set(m) <= {
+                'Name', 'In Collection', 'Config', 'Metadata', 'Results', 'Weights',
+                'Converted From'
+            }, (path, m['Name'], set(m))
             assert set(m['Metadata']) <= {'Training Data', 'Epochs', 'Iterations',
                                           'Training Memory (GB)', 'inference time (ms/im)'}, \
                 m['Name']
             stem = m['Name']
-            method = next((k for k in ('precond', 'spectral', 'tokens') if f'_{k}_' in stem
-                           or stem.endswith(f'_{k}')), None)
+            method = next((k for k in ('precond', 'spectral', 'tokens')
+                           if f'_{k}_' in stem or stem.endswith(f'_{k}')), None)
             names = {'precond': 'Preconditioned', 'spectral': 'Spectral', 'tokens': 'Tokens'}
             if method:
                 assert names[method] in m['In Collection'], (stem, m['In Collection'])
@@ -145,8 +157,10 @@ def test_only_numbers_measured_here_are_recorded():
         for m in meta['Models']:
             for res in m.get('Results', []):
                 for metric, value in res['Metrics'].items():  # the doc shows the same number
-                    row = next((r for r in doc.splitlines()
-                                if r.startswith('|') and f"`{m['Name']}`" in r), None)
+                    row = next(
+                        (r
+                         for r in doc.splitlines() if r.startswith('|') and f"`{m['Name']}`" in r),
+                        None)
                     assert row and f'{value:.1f}' in row, (m['Name'], metric, value)
 
 
@@ -166,15 +180,16 @@ def test_third_party_rows():
     for path, m in rows:
         src = m['Converted From']
         assert set(src) == {'Weights', 'Code'} and src['Weights'] == m['Weights'], m['Name']
-        assert re.fullmatch(r'https://dl\.fbaipublicfiles\.com/xcit/coco/maskrcnn_xcit_'
-                            r'(tiny|small|medium)_(12|24)_p(16|8)\.pth', m['Weights'])
+        assert re.fullmatch(
+            r'https://dl\.fbaipublicfiles\.com/xcit/coco/maskrcnn_xcit_'
+            r'(tiny|small|medium)_(12|24)_p(16|8)\.pth', m['Weights'])
         backbone = Config.fromfile(osp.join(REPO, m['Config'])).model.backbone
         assert backbone.type == 'ConditionedXCiT' and not backbone.conditioning, m['Name']
         assert f"_p{backbone.patch_size}." in m['Weights'], m['Name']
         metrics = {k: v for res in m['Results'] for k, v in res['Metrics'].items()}
         assert set(metrics) == {'box AP', 'mask AP'}, m['Name']
-        row = next((r for r in doc.splitlines() if r.startswith('|')
-                    and f"`{m['Name']}`" in r), None)
+        row = next((r for r in doc.splitlines() if r.startswith('|') and f"`{m['Name']}`" in r),
+                   None)
         assert row and all(f'{v:.1f}' in row for v in metrics.values()), m['Name']
     assert 'reported by the authors' in doc and 'not measured here' in doc
 
@@ -199,9 +214,12 @@ def demo_checkpoint(coco_workspace):
     """One epoch (4 iterations) of the R-18 demo config on 8 images of 96 px; returns the
     checkpoint and the box / mask AP its final validation logged (val set = test set)."""
     wd = coco_workspace / 'work_dirs/zoo_e2e'
-    r = run_tool(['tools/train.py', DEMO_CONFIG, '--work-dir', str(wd), '--cfg-options',
-                  'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-                  'default_hooks.checkpoint.interval=1'], cwd=coco_workspace)
+    r = run_tool([
+        'tools/train.py', DEMO_CONFIG, '--work-dir',
+        str(wd), '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+        'default_hooks.checkpoint.interval=1'
+    ],
+                 cwd=coco_workspace)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(scalars_records(wd))
     last = [r for r in rows if 'coco/bbox_mAP' in r][-1]
@@ -211,17 +229,45 @@ def demo_checkpoint(coco_workspace):
 def _index(folder, box, mask, weights=None):
     """A model index with the demo model recording ``box`` / ``mask`` AP."""
     folder.mkdir()
-    model = {'Name': NAME, 'In Collection': 'Demo', 'Config': DEMO_CONFIG,
-             'Metadata': {'Training Data': 'shapes_coco', 'Epochs': 1},
-             'Results': [{'Task': 'Object Detection', 'Dataset': 'shapes_coco',
-                          'Metrics': {'box AP': round(box, 4)}},
-                         {'Task': 'Instance Segmentation', 'Dataset': 'shapes_coco',
-                          'Metrics': {'mask AP': round(mask, 4)}}]}
+    model = {
+        'Name':
+        NAME,
+        'In Collection':
+        'Demo',
+        'Config':
+        DEMO_CONFIG,
+        'Metadata': {
+            'Training Data': 'shapes_coco',
+            'Epochs': 1
+        },
+        'Results': [{
+            'Task': 'Object Detection',
+            'Dataset': 'shapes_coco',
+            'Metrics': {
+                'box AP': round(box, 4)
+            }
+        }, {
+            'Task': 'Instance Segmentation',
+            'Dataset': 'shapes_coco',
+            'Metrics': {
+                'mask AP': round(mask, 4)
+            }
+        }]
+    }
     if weights:
         model['Weights'] = weights
-    other = {'Name': 'not_evaluated', 'In Collection': 'Demo', 'Config': DEMO_CONFIG,
-             'Results': [{'Task': 'Object Detection', 'Dataset': 'shapes_coco',
-                          'Metrics': {'box AP': 99.0}}]}
+    other = {
+        'Name': 'not_evaluated',
+        'In Collection': 'Demo',
+        'Config': DEMO_CONFIG,
+        'Results': [{
+            'Task': 'Object Detection',
+            'Dataset': 'shapes_coco',
+            'Metrics': {
+                'box AP': 99.0
+            }
+        }]
+    }
     meta = {'Collections': [{'Name': 'Demo'}], 'Models': [model, other]}
     (folder / 'metafile.yml').write_text(yaml.safe_dump(meta, sort_keys=False))
     (folder / 'model-index.yml').write_text(yaml.safe_dump({'Import': ['metafile.yml']}))
@@ -237,8 +283,13 @@ def test_eval_tool_reports_match_then_regression(demo_checkpoint, coco_workspace
     (ckdir / f'{NAME}.pth').symlink_to(ckpt)
     index = _index(tmp_path / 'a', box, mask)
     out = tmp_path / 'a.json'
-    r = run_tool([TOOL, '--model-index', index, '--checkpoints', str(ckdir), '--work-dir',
-                  str(tmp_path / 'wd_a'), '--json', str(out)], cwd=coco_workspace)
+    r = run_tool([
+        TOOL, '--model-index', index, '--checkpoints',
+        str(ckdir), '--work-dir',
+        str(tmp_path / 'wd_a'), '--json',
+        str(out)
+    ],
+                 cwd=coco_workspace)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert [(row['metric'], row['status']) for row in res['rows']] == \
@@ -253,8 +304,12 @@ def test_eval_tool_reports_match_then_regression(demo_checkpoint, coco_workspace
     #    the checkpoint found through the model's (local) Weights this time
     index = _index(tmp_path / 'b', box + 5.0, mask, weights=ckpt)
     out = tmp_path / 'b.json'
-    r = run_tool([TOOL, '--model-index', index, '--work-dir', str(tmp_path / 'wd_b'),
-                  '--filter', 'r18', '--json', str(out)], cwd=coco_workspace)
+    r = run_tool([
+        TOOL, '--model-index', index, '--work-dir',
+        str(tmp_path / 'wd_b'), '--filter', 'r18', '--json',
+        str(out)
+    ],
+                 cwd=coco_workspace)
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert [(row['metric'], row['status']) for row in res['rows']] == \

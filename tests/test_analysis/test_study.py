@@ -5,10 +5,10 @@ import json
 
 import matplotlib.image as mpimg
 import pytest
-
-from conftest import run_tool
-from mmcondattn.analysis.study import conditioning_of, summarize
 from cond_helpers import write_fashion_mnist_fixture
+from conftest import run_tool
+
+from mmcondattn.analysis.study import conditioning_of, summarize
 
 pytestmark = pytest.mark.e2e  # the whole file (see pytest.ini)
 
@@ -17,14 +17,17 @@ TOOL = 'tools/analysis_tools/conditioning_study.py'
 
 @pytest.mark.slow
 def test_study_trains_reports_and_reuses_runs(tmp_path):
-    args = [TOOL, '--out-dir', str(tmp_path / 'study'), '--tasks', 'cls', '--families', 'xcit',
-            '--methods', 'baseline', 'precond', '--seeds', '0', '1', '--cls-epochs', '2',
-            '--scale-data', '0.25', '--docs', str(tmp_path / 'docs/study.md')]
+    args = [
+        TOOL, '--out-dir',
+        str(tmp_path / 'study'), '--tasks', 'cls', '--families', 'xcit', '--methods', 'baseline',
+        'precond', '--seeds', '0', '1', '--cls-epochs', '2', '--scale-data', '0.25', '--docs',
+        str(tmp_path / 'docs/study.md')
+    ]
     r = run_tool(args, cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     records = json.load(open(tmp_path / 'study/results.json'))
-    assert {(x['method'], x['seed']) for x in records} == {
-        ('baseline', 0), ('baseline', 1), ('precond', 0), ('precond', 1)}
+    assert {(x['method'], x['seed'])
+            for x in records} == {('baseline', 0), ('baseline', 1), ('precond', 0), ('precond', 1)}
     for x in records:
         assert [e for e, _ in x['curve']] == [1, 2]
         assert all(0 <= v <= 100 for _, v in x['curve'])
@@ -55,12 +58,23 @@ def test_summary_arithmetic():
     kappa = dict(layers=[dict(kappa_attn=4., kappa_out_proj=2., kappa_x=8.)], tokens=None)
 
     def rec(method, seed, curve):
-        return dict(task='cls', family='vit', method=method, seed=seed, seconds=30.,
-                    curve=list(enumerate(curve, 1)), kappa=kappa)
+        return dict(
+            task='cls',
+            family='vit',
+            method=method,
+            seed=seed,
+            seconds=30.,
+            curve=list(enumerate(curve, 1)),
+            kappa=kappa)
 
-    records = [rec('baseline', 0, [10, 50, 60]), rec('baseline', 1, [20, 40, 80]),
-               rec('precond', 0, [30, 70, 90]), rec('precond', 1, [50, 70, 60]),
-               rec('tokens', 0, [10, 20, 30]), rec('tokens', 1, [10, 20, 40])]
+    records = [
+        rec('baseline', 0, [10, 50, 60]),
+        rec('baseline', 1, [20, 40, 80]),
+        rec('precond', 0, [30, 70, 90]),
+        rec('precond', 1, [50, 70, 60]),
+        rec('tokens', 0, [10, 20, 30]),
+        rec('tokens', 1, [10, 20, 40])
+    ]
     rows = {r['method']: r for r in summarize(records, ['baseline', 'precond', 'tokens'])}
     assert rows['baseline']['final'] == pytest.approx((70., 14.1421356))
     assert rows['baseline']['reach'] == 3
@@ -84,11 +98,12 @@ def test_methods_are_the_presets_with_the_task_s_solver_and_lambda():
     were (each call gets a copy)."""
     assert conditioning_of('cls', 'baseline') == {}
     assert conditioning_of('cls', 'spectral') == dict(spectral=dict())
-    assert conditioning_of('det', 'all') == dict(precond=dict(), spectral=dict(),
-                                                 tokens=dict(solver='svd'))
+    assert conditioning_of('det', 'all') == dict(
+        precond=dict(), spectral=dict(), tokens=dict(solver='svd'))
     assert conditioning_of('fmnist', 'tokens') == dict(tokens=dict())
-    assert conditioning_of('fmnist', 'all', lam=2.) == dict(precond=dict(),
-                                                            spectral=dict(lam=2.), tokens=dict())
+    assert conditioning_of(
+        'fmnist', 'all', lam=2.) == dict(
+            precond=dict(), spectral=dict(lam=2.), tokens=dict())
     assert conditioning_of('cls', 'spectral_lam1') == dict(spectral=dict(lam=1.))
 
 
@@ -102,21 +117,28 @@ def test_fmnist_sweep_best_lambda_seeds_report_and_claims(tmp_path):
     page.parent.mkdir()
     page.write_text('Top.\n<!-- study-fmnist:begin -->\n<!-- study-fmnist:end -->\nMiddle.\n'
                     '<!-- claims-fmnist:begin -->\n<!-- claims-fmnist:end -->\nEnd.\n')
-    args = [TOOL, '--out-dir', str(tmp_path / 'study'), '--tasks', 'fmnist', '--families', 'vit',
-            '--methods', 'baseline', 'spectral', '--seeds', '0', '1', '--lams', '1', '5',
-            '--fmnist-epochs', '2', '--fmnist-train', '32', '--fmnist-root', str(tmp_path / 'fm'),
-            '--claims', '--docs', str(page)]
+    args = [
+        TOOL, '--out-dir',
+        str(tmp_path / 'study'), '--tasks', 'fmnist', '--families', 'vit', '--methods', 'baseline',
+        'spectral', '--seeds', '0', '1', '--lams', '1', '5', '--fmnist-epochs', '2',
+        '--fmnist-train', '32', '--fmnist-root',
+        str(tmp_path / 'fm'), '--claims', '--docs',
+        str(page)
+    ]
     r = run_tool(args, cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     records = json.load(open(tmp_path / 'study/results.json'))
-    sweep = {x['method']: x for x in records if x['method'].startswith('spectral_lam')
-             and x['seed'] == 0}
+    sweep = {
+        x['method']: x
+        for x in records if x['method'].startswith('spectral_lam') and x['seed'] == 0
+    }
     assert sorted(sweep) == ['spectral_lam1', 'spectral_lam5']
     finals = {m: x['curve'][-1][1] for m, x in sweep.items()}
     best = min(sweep, key=lambda m: (-finals[m], float(m[len('spectral_lam'):])))
     # spectral's second seed is a run of the best λ, in the sweep run's folder
-    assert {(x['method'], x['seed']) for x in records} == {
-        ('baseline', 0), ('baseline', 1), ('spectral_lam1', 0), ('spectral_lam5', 0), (best, 1)}
+    assert {(x['method'], x['seed'])
+            for x in records} == {('baseline', 0), ('baseline', 1), ('spectral_lam1', 0),
+                                  ('spectral_lam5', 0), (best, 1)}
     for x in records:
         assert x['num_train'] == 32 and x['iters_per_epoch'] == 1  # batch 32
         assert [e for e, _ in x['curve']] == [1, 2]
@@ -145,5 +167,7 @@ def test_fmnist_sweep_best_lambda_seeds_report_and_claims(tmp_path):
     assert '\nMiddle.\n<!-- claims-fmnist:begin -->\n**spectral**' in text
     assert text.endswith('<!-- claims-fmnist:end -->\nEnd.\n')
     claims = (tmp_path / 'study/claims_fmnist.md').read_text()
-    assert 'tools/analysis_tools/conditioning.py' in claims and f'| vit (λ*={best[len("spectral_lam"):]}) | 0 | κ(W_Q) |' in claims
+    lam = best[len('spectral_lam'):]
+    assert 'tools/analysis_tools/conditioning.py' in claims
+    assert f'| vit (λ*={lam}) | 0 | κ(W_Q) |' in claims
     assert '**tokens**' not in claims  # no tokens run: that claim is left out

@@ -15,9 +15,14 @@ import torch
 from mmcondattn.compat import CheckpointError, load_checkpoint_file, mmengine_checkpoint_globals
 from mmcondattn.weights_only import allowlist_pickle_module, has_scoped_allowlist
 
-ROUTES = [pytest.param(True, id='safe_globals', marks=pytest.mark.skipif(
-              not has_scoped_allowlist(), reason='torch < 2.5 has no safe_globals')),
-          pytest.param(False, id='allowlist_unpickler')]
+ROUTES = [
+    pytest.param(
+        True,
+        id='safe_globals',
+        marks=pytest.mark.skipif(
+            not has_scoped_allowlist(), reason='torch < 2.5 has no safe_globals')),
+    pytest.param(False, id='allowlist_unpickler')
+]
 
 
 class _Payload:
@@ -27,7 +32,7 @@ class _Payload:
         self.marker = marker
 
     def __reduce__(self):
-        return (os.system, (f'touch {self.marker}',))
+        return (os.system, (f'touch {self.marker}', ))
 
 
 def _mmengine_like_checkpoint(path):
@@ -35,10 +40,12 @@ def _mmengine_like_checkpoint(path):
     from mmengine.logging import HistoryBuffer
     buf = HistoryBuffer()
     buf.update(np.float64(0.5))
-    torch.save(dict(meta=dict(epoch=1, iter=4, seed=np.int64(3)),
-                    state_dict=dict(w=torch.ones(2)),
-                    message_hub=dict(log_scalars={'train/loss': buf},
-                                     runtime_info=dict(arr=np.arange(3)))), path)
+    torch.save(
+        dict(
+            meta=dict(epoch=1, iter=4, seed=np.int64(3)),
+            state_dict=dict(w=torch.ones(2)),
+            message_hub=dict(log_scalars={'train/loss': buf}, runtime_info=dict(arr=np.arange(3)))),
+        path)
 
 
 @pytest.mark.parametrize('scoped', ROUTES)
@@ -69,14 +76,16 @@ def test_smuggled_statistics_method_is_refused(tmp_path, scoped):
     path = tmp_path / 'smuggle.pth'
     torch.save(dict(message_hub=dict(log_scalars={'loss': buf})), path)
     registry = dict(HistoryBuffer._statistics_methods)
-    with pytest.raises(CheckpointError, match=r"replaces HistoryBuffer statistics methods \['mean'\]"):
+    with pytest.raises(
+            CheckpointError, match=r"replaces HistoryBuffer statistics methods \['mean'\]"):
         load_checkpoint_file(str(path), scoped=scoped)
     assert HistoryBuffer._statistics_methods == registry  # undone
 
 
 def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
-    import mmcondattn.openmmlab  # noqa: F401  the shims
     from mmengine.runner.checkpoint import _load_checkpoint
+
+    import mmcondattn.openmmlab  # noqa: F401  the shims
     path = tmp_path / 'epoch_1.pth'
     _mmengine_like_checkpoint(path)
     ckpt = _load_checkpoint(str(path), map_location='cpu')  # mmengine's own entry point
@@ -85,13 +94,16 @@ def test_mmengine_checkpoint_loads_with_weights_only(tmp_path):
 
 
 def test_code_payload_is_refused_with_a_clear_error(tmp_path):
-    import mmcondattn.openmmlab  # noqa: F401  the shims
     from mmengine.runner.checkpoint import _load_checkpoint
+
+    import mmcondattn.openmmlab  # noqa: F401  the shims
     marker = tmp_path / 'pwned'
     path = tmp_path / 'evil.pth'
     torch.save(dict(state_dict={}, x=_Payload(marker)), path)
-    loads = [_load_checkpoint] + [lambda f, s=s: load_checkpoint_file(f, scoped=s)
-                                  for s in (False, True) if s is False or has_scoped_allowlist()]
+    loads = [_load_checkpoint] + [
+        lambda f, s=s: load_checkpoint_file(f, scoped=s)
+        for s in (False, True) if s is False or has_scoped_allowlist()
+    ]
     for load in loads:
         with pytest.raises(CheckpointError, match=r'refused to load .*evil\.pth.*system'):
             load(str(path))
@@ -109,8 +121,9 @@ class _CallableGetattr:
 
 
 class _CallsWhatGetattrReturned:
+
     def __reduce__(self):
-        return (_CallableGetattr(), ('41',))
+        return (_CallableGetattr(), ('41', ))
 
 
 def test_allowlist_unpickler_calls_only_allowed_objects():
@@ -146,8 +159,9 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
 def test_checkpoint_urls_load_with_weights_only_through_mmengine(tmp_path, monkeypatch):
     """load_from / resume / init_cfg URLs: mmengine's own loader (torch.hub) unpickles with
     weights_only off on torch < 2.6; through the package they follow the allow-list too."""
-    import mmcondattn.openmmlab  # noqa: F401  the shims
     from mmengine.runner.checkpoint import _load_checkpoint
+
+    import mmcondattn.openmmlab  # noqa: F401  the shims
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     cache = tmp_path / 'torch' / 'hub' / 'checkpoints'
     cache.mkdir(parents=True)
@@ -159,8 +173,10 @@ def test_checkpoint_urls_load_with_weights_only_through_mmengine(tmp_path, monke
     with pytest.raises(CheckpointError, match=r'refused to load .*evil\.pth.*system'):
         _load_checkpoint('https://download.example.org/evil.pth')
     assert not marker.exists()
-    with pytest.raises(CheckpointError, match=r'cannot download the checkpoint '
-                       r'http://127\.0\.0\.1:9/none\.pth \(.*\); download it where'):
+    with pytest.raises(
+            CheckpointError,
+            match=r'cannot download the checkpoint '
+            r'http://127\.0\.0\.1:9/none\.pth \(.*\); download it where'):
         _load_checkpoint('http://127.0.0.1:9/none.pth')
 
 
@@ -169,7 +185,11 @@ def test_what_newer_torch_allows_loads_on_every_route(tmp_path, scoped):
     """A MultiStepLR's milestones (Counter), devices, sets, bytearrays, complex numbers: what
     torch 2.13's weights_only allows by default loads on the allow-list route of torch 2.1."""
     from collections import Counter
-    value = dict(milestones=Counter([8, 11]), device=torch.device('cpu'), ids={1, 2},
-                 raw=bytearray(b'x'), z=1j)
+    value = dict(
+        milestones=Counter([8, 11]),
+        device=torch.device('cpu'),
+        ids={1, 2},
+        raw=bytearray(b'x'),
+        z=1j)
     torch.save(value, tmp_path / 'sched.pth')
     assert load_checkpoint_file(str(tmp_path / 'sched.pth'), scoped=scoped) == value

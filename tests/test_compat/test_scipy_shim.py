@@ -32,8 +32,8 @@ def test_stock_swin_resizes_its_bias_table_with_the_shim():
     from mmpretrain.models.backbones import SwinTransformer
     from mmpretrain.models.utils import embed
     assert patch_interp2d()  # the pinned scipy (>= 1.14) needs it; idempotent
-    arch = dict(arch=dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4]), img_size=64,
-                out_indices=(1, ))
+    arch = dict(
+        arch=dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4]), img_size=64, out_indices=(1, ))
     torch.manual_seed(0)
     src = SwinTransformer(**arch, window_size=4)
     src.init_weights()

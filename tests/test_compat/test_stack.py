@@ -9,7 +9,8 @@ def test_mmcv_compiled_ops_run():
     dets, keep = nms(boxes, scores, iou_threshold=0.5)
     assert keep.tolist() == [0, 2]
     feat = torch.arange(16.).view(1, 1, 4, 4)
-    out = RoIAlign((2, 2), spatial_scale=1., sampling_ratio=1)(feat, torch.tensor([[0, 0, 0, 4, 4.]]))
+    out = RoIAlign((2, 2), spatial_scale=1., sampling_ratio=1)(feat, torch.tensor([[0, 0, 0, 4,
+                                                                                    4.]]))
     assert out.shape == (1, 1, 2, 2) and torch.isfinite(out).all()
 
 
@@ -19,8 +20,8 @@ def test_torchvision_ops_and_mm_packages_import():
     import mmpretrain
     import mmpretrain.models  # noqa: F401  needs a working torchvision
     import torchvision
-    keep = torchvision.ops.nms(torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]),
-                               torch.tensor([1., .5]), 0.5)
+    keep = torchvision.ops.nms(
+        torch.tensor([[0., 0., 1., 1.], [0., 0., 1., 1.]]), torch.tensor([1., .5]), 0.5)
     assert keep.tolist() == [0]
     assert (mmdet.__version__, mmpretrain.__version__, mmengine.__version__) == \
         ('3.3.0', '1.2.0', '0.10.7')
@@ -66,10 +67,19 @@ def test_installed_stack_passes_the_check():
 ])
 def test_broken_stack_is_named(versions, says):
     with pytest.raises(StackError, match=says):
-        check_stack(**{'torch_version': '2.13.0', 'torchvision_version': '0.28.0',
-                       'mmcv_version': '2.1.0', 'has_mmcv_ops': True, **versions})
-    check_stack(torch_version='2.13.0+cpu', torchvision_version='0.28.0+cpu',
-                mmcv_version='2.0.0rc4', has_mmcv_ops=True)  # the edges that are fine
+        check_stack(
+            **{
+                'torch_version': '2.13.0',
+                'torchvision_version': '0.28.0',
+                'mmcv_version': '2.1.0',
+                'has_mmcv_ops': True,
+                **versions
+            })
+    check_stack(
+        torch_version='2.13.0+cpu',
+        torchvision_version='0.28.0+cpu',
+        mmcv_version='2.0.0rc4',
+        has_mmcv_ops=True)  # the edges that are fine
 
 
 @pytest.mark.e2e
@@ -81,8 +91,12 @@ def test_mmcv_without_ops_fails_at_import_in_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=f'{tmp_path}{os.pathsep}{REPO}')
 
     def run(*args):
-        return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
-                              cwd=tmp_path, timeout=300)
+        return subprocess.run([sys.executable, *args],
+                              env=env,
+                              capture_output=True,
+                              text=True,
+                              cwd=tmp_path,
+                              timeout=300)
 
     deep = run('-c', 'from mmcv.ops import nms')
     assert "No module named 'mmcv._ext'" in deep.stderr
@@ -92,8 +106,8 @@ def test_mmcv_without_ops_fails_at_import_in_one_line(tmp_path):
     assert run('-c', 'import mmcondattn').returncode == 0  # the math needs torch alone
     tool = run(os.path.join(REPO, 'tools/train.py'), 'any_config.py')
     assert tool.returncode == 1
-    assert tool.stderr.strip().splitlines() == [
-        tool.stderr.strip().splitlines()[-1]] and 'has no compiled ops' in tool.stderr
+    assert tool.stderr.strip().splitlines() == [tool.stderr.strip().splitlines()[-1]
+                                                ] and 'has no compiled ops' in tool.stderr
 
 
 # a sitecustomize that makes mmcv._ext fail to load as an mmcv built for another torch does,
@@ -102,7 +116,8 @@ BREAK_MMCV_ABI = '''
 import importlib.abc, importlib.machinery, sys
 class _Loader(importlib.abc.Loader):
     def create_module(self, spec):
-        raise ImportError(spec.origin + ': undefined symbol: _ZN2at4_ops10zeros_like4callERKNS_6TensorE')
+        raise ImportError(spec.origin + ': undefined symbol: '
+                          '_ZN2at4_ops10zeros_like4callERKNS_6TensorE')
     def exec_module(self, module):
         pass
 class _BrokenExt(importlib.abc.MetaPathFinder):
@@ -123,11 +138,16 @@ def _fake_mmcv_dist_info(root, torch_version):
 
 def test_mmcv_built_for_another_torch_is_named():
     """An undefined libtorch symbol names the torch mmcv was built for and the rebuild."""
-    ok = dict(torch_version='2.1.2', torchvision_version='0.16.2', mmcv_version='2.1.0',
-              has_mmcv_ops=True)
+    ok = dict(
+        torch_version='2.1.2',
+        torchvision_version='0.16.2',
+        mmcv_version='2.1.0',
+        has_mmcv_ops=True)
     err = '/x/mmcv/_ext.so: undefined symbol: _ZN2at4_ops10zeros_like4callE'
-    with pytest.raises(StackError, match=r"mmcv 2\.1\.0's compiled ops were built against torch "
-                       r"2\.13\.0, not the installed torch 2\.1\.2.*--no-cache-dir"):
+    with pytest.raises(
+            StackError,
+            match=r"mmcv 2\.1\.0's compiled ops were built against torch "
+            r"2\.13\.0, not the installed torch 2\.1\.2.*--no-cache-dir"):
         check_stack(**ok, mmcv_ext_error=err, mmcv_torch='2.13.0')
     with pytest.raises(StackError, match='another torch \\(which one is not recorded\\)'):
         check_stack(**ok, mmcv_ext_error=err, mmcv_torch='')
@@ -141,8 +161,13 @@ def test_mmcv_abi_mismatch_fails_at_import_in_one_line(tmp_path):
     (tmp_path / 'sitecustomize.py').write_text(BREAK_MMCV_ABI)
     _fake_mmcv_dist_info(tmp_path, '2.13.0')
     env = dict(os.environ, PYTHONPATH=f'{tmp_path}{os.pathsep}{REPO}')
-    tool = subprocess.run([sys.executable, os.path.join(REPO, 'tools/train.py'), 'any.py'],
-                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    tool = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'tools/train.py'), 'any.py'],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300)
     lines = tool.stderr.strip().splitlines()
     assert tool.returncode == 1 and len(lines) == 1, tool.stderr
     from importlib.metadata import version

@@ -33,6 +33,7 @@ def ill_conditioned(n, d, kappa, rank=None, batch=(), seed=0, dtype=torch.float3
 
 # --- numbers -------------------------------------------------------------------------------
 
+
 def test_condition_number_matches_definition_and_is_batched():
     m = torch.randn(2, 3, 7, 5)
     s = torch.linalg.svdvals(m.double())
@@ -40,8 +41,11 @@ def test_condition_number_matches_definition_and_is_batched():
     assert kappa.shape == (2, 3) and kappa.dtype == torch.float64
     torch.testing.assert_close(kappa, s[..., 0] / s[..., -1])
     torch.testing.assert_close(min_singular_value(m), s[..., -1])
-    torch.testing.assert_close(condition_number(ill_conditioned(9, 6, 1e5)),
-                               torch.tensor(1e5, dtype=torch.float64), rtol=1e-3, atol=0)
+    torch.testing.assert_close(
+        condition_number(ill_conditioned(9, 6, 1e5)),
+        torch.tensor(1e5, dtype=torch.float64),
+        rtol=1e-3,
+        atol=0)
 
 
 def test_condition_number_of_singular_matrices_is_large_and_finite():
@@ -63,6 +67,7 @@ def test_attention_entropy():
 
 
 # --- precond -------------------------------------------------------------------------------
+
 
 def unequal_rows(shape=(2, 3, 16, 8), seed=0):
     """Head outputs whose token rows have norms spread over four decades."""
@@ -109,9 +114,13 @@ def test_precondition_gradients(detach):
 
 # --- spectral ------------------------------------------------------------------------------
 
+
 @HYP
-@given(d_out=st.integers(1, 12), d_in=st.integers(1, 12),
-       log_kappa=st.floats(0, 8), seed=st.integers(0, 100))
+@given(
+    d_out=st.integers(1, 12),
+    d_in=st.integers(1, 12),
+    log_kappa=st.floats(0, 8),
+    seed=st.integers(0, 100))
 @pytest.mark.slow
 def test_spectral_svd_bounds_kappa_by_two(d_out, d_in, log_kappa, seed):
     w = torch.cat([ill_conditioned(d_out, d_in, 10**log_kappa, seed=seed + i) for i in range(3)])
@@ -137,9 +146,11 @@ def test_spectral_identity_blocks_and_targets(d_out, d_in):
     torch.testing.assert_close(v, 2.5 * torch.eye(d_out, d_in))
 
 
-@pytest.mark.parametrize('mode,targets,d_in', [
-    ('identity', ('q', 'k', 'v'), 6), ('identity', ('k', ), 6), ('identity', ('q', 'v'), 4),
-    ('identity', ('q', 'k', 'v'), 9), ('svd', ('q', 'k', 'v'), 6), ('svd', ('v', ), 9)])
+@pytest.mark.parametrize('mode,targets,d_in', [('identity', ('q', 'k', 'v'), 6),
+                                               ('identity', ('k', ), 6),
+                                               ('identity', ('q', 'v'), 4),
+                                               ('identity', ('q', 'k', 'v'), 9),
+                                               ('svd', ('q', 'k', 'v'), 6), ('svd', ('v', ), 9)])
 def test_spectral_linear_forward_is_linear_with_w_plus_c(mode, targets, d_in):
     lin = nn.Linear(d_in, 18)
     sl = SpectralLinear.from_linear(lin, dict(mode=mode, lam=3., targets=targets))
@@ -164,8 +175,7 @@ def test_spectral_linear_gradients_reach_the_weight_only():
 def _model(spectral, d=8):
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Sequential(SpectralLinear(d, 3 * d, spectral=spectral), nn.GELU(),
-                      nn.Linear(3 * d, d)),
+        nn.Sequential(SpectralLinear(d, 3 * d, spectral=spectral), nn.GELU(), nn.Linear(3 * d, d)),
         SpectralLinear(d, 3 * d, bias=False, spectral=spectral))
 
 
@@ -242,9 +252,15 @@ def test_identity_correction_from_another_lam_is_reported():
 
 # --- tokens --------------------------------------------------------------------------------
 
+
 @HYP
-@given(n=st.integers(2, 40), d=st.integers(2, 40), log_kappa=st.floats(0, 8),
-       deficient=st.booleans(), seed=st.integers(0, 100), solver=st.sampled_from(['svd', 'gram']))
+@given(
+    n=st.integers(2, 40),
+    d=st.integers(2, 40),
+    log_kappa=st.floats(0, 8),
+    deficient=st.booleans(),
+    seed=st.integers(0, 100),
+    solver=st.sampled_from(['svd', 'gram']))
 def test_svd_and_default_gram_tokens_bound_kappa_by_two(n, d, log_kappa, deficient, seed, solver):
     """Any X, rank-deficient included: gram hands those images to svd."""
     rank = max(1, min(n, d) // 2) if deficient else None

@@ -21,10 +21,10 @@ def test_defaults_and_subsets():
 
 
 def test_full_config_round_trips_and_is_frozen():
-    raw = dict(precond=dict(eps=1e-5, scale=2, detach=False),
-               spectral=dict(mode='svd', lam=0, targets=['v', 'q']),
-               tokens=dict(solver='newton_schulz', detach=False, position='after_pos_embed',
-                           ns_iters=60))
+    raw = dict(
+        precond=dict(eps=1e-5, scale=2, detach=False),
+        spectral=dict(mode='svd', lam=0, targets=['v', 'q']),
+        tokens=dict(solver='newton_schulz', detach=False, position='after_pos_embed', ns_iters=60))
     cfg = parse_conditioning(raw)
     assert cfg.spectral.targets == ('q', 'v')  # canonical order
     assert cfg.precond.scale == 2.0 and isinstance(cfg.precond.scale, float)

@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO
 
 # a finder that makes the OpenMMLab packages unimportable, as in an environment without them
@@ -25,17 +24,24 @@ sys.meta_path.insert(0, Blocker())
 
 
 def run(code: str, cwd: str = REPO) -> str:
-    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
-                          env={'PYTHONPATH': REPO, 'OMP_NUM_THREADS': '1',
-                               'PATH': '/usr/bin:/bin'})
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          cwd=cwd,
+                          capture_output=True,
+                          text=True,
+                          timeout=300,
+                          env={
+                              'PYTHONPATH': REPO,
+                              'OMP_NUM_THREADS': '1',
+                              'PATH': '/usr/bin:/bin'
+                          })
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
 
 @pytest.mark.e2e
 def test_math_converters_and_condition_model_need_torch_alone(tmp_path):
-    out = run(BLOCK_MM + '''
+    out = run(
+        BLOCK_MM + '''
 import torch
 import mmcondattn
 from mmcondattn import __version__, condition_model, fold_conditioning
@@ -61,7 +67,8 @@ try:
     import mmcondattn.openmmlab
 except ImportError as e:
     print('openmmlab:', e)
-''', cwd=str(tmp_path))
+''',
+        cwd=str(tmp_path))
     assert out.startswith('openmmlab: mmcv')  # the stack check's one clear error
 
 
@@ -88,4 +95,5 @@ from mmengine.registry import HOOKS
 from mmpretrain.registry import MODELS as CLS
 assert DET.get('ConditionedXCiT') and CLS.get('ConditionedTIMMBackbone')
 assert HOOKS.get('ConditionMonitorHook')
-''', cwd=osp.dirname(str(cfg)))
+''',
+        cwd=osp.dirname(str(cfg)))

@@ -6,18 +6,17 @@ import re
 
 import pytest
 import torch
+from conftest import REPO
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmcondattn.openmmlab  # noqa: F401  registers the conditioned backbones
 from mmcondattn.compat import replace_syncbn
 
-from conftest import REPO
-
 pytestmark = pytest.mark.slow  # the whole file (see pytest.ini)
 
-CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs/**/*.py'), recursive=True)
-                 if '/_base_/' not in p)
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(REPO, 'configs/**/*.py'), recursive=True) if '/_base_/' not in p)
 rel = lambda p: osp.relpath(p, osp.join(REPO, 'configs'))  # noqa: E731
 
 
@@ -39,10 +38,11 @@ def _build(cfg):
 def test_there_is_a_config_per_family_and_method():
     names = set(map(rel, CONFIGS))
     assert 'mask_rcnn_xcit_precond.py' in names
-    for fam in ('xcit/mask-rcnn_xcit-s12-p16', 'xcit/mask-rcnn_xcit-t12-p16', 'xcit/mask-rcnn_xcit-s24-p16',
-                'xcit/mask-rcnn_xcit-m24-p16', 'xcit/mask-rcnn_xcit-s12-p8', 'swin/mask-rcnn_swin-t-p4-w7',
-                'swin/mask-rcnn_swin-s-p4-w7', 'vit/mask-rcnn_vit-b-p16', 'xcit/xcit-s12-p16', 'swin/swin-t',
-                'vit/deit-s', 'vit/vit-b-p16'):
+    for fam in ('xcit/mask-rcnn_xcit-s12-p16', 'xcit/mask-rcnn_xcit-t12-p16',
+                'xcit/mask-rcnn_xcit-s24-p16', 'xcit/mask-rcnn_xcit-m24-p16',
+                'xcit/mask-rcnn_xcit-s12-p8', 'swin/mask-rcnn_swin-t-p4-w7',
+                'swin/mask-rcnn_swin-s-p4-w7', 'vit/mask-rcnn_vit-b-p16', 'xcit/xcit-s12-p16',
+                'swin/swin-t', 'vit/deit-s', 'vit/vit-b-p16'):
         for method in ('', 'precond_', 'spectral_', 'tokens_'):
             assert any(n.startswith(f'{fam}_{method}') for n in names), (fam, method)
 
@@ -56,9 +56,10 @@ def test_config_builds_and_runs_forward(path):
         if scope == 'mmdet':
             from mmdet.testing import demo_mm_inputs
             num_classes = cfg.model.get('roi_head', {}).get('bbox_head', {})
-            num_classes = (num_classes[-1] if isinstance(num_classes, list) else num_classes).get('num_classes', 80)
-            packed = demo_mm_inputs(1, image_shapes=[(3, 64, 64)], num_classes=num_classes,
-                                    with_mask=True)
+            num_classes = (num_classes[-1] if isinstance(num_classes, list) else num_classes).get(
+                'num_classes', 80)
+            packed = demo_mm_inputs(
+                1, image_shapes=[(3, 64, 64)], num_classes=num_classes, with_mask=True)
             data = model.data_preprocessor(packed, False)
             feats = model.extract_feat(data['inputs'])
             assert [f.shape[-1] for f in feats][:4] == [16, 8, 4, 2]  # strides 4..32
@@ -66,7 +67,8 @@ def test_config_builds_and_runs_forward(path):
             assert len(results) == 1 and 'bboxes' in results[0].pred_instances
         else:
             channels = cfg.model.backbone.get('in_channels', 3)  # 1: the grey Fashion-MNIST ones
-            out = model(torch.randn(1, channels, 224, 224), mode='tensor')  # the size the configs train at
+            out = model(
+                torch.randn(1, channels, 224, 224), mode='tensor')  # the size the configs train at
             assert out.shape == (1, cfg.model.head.num_classes) and torch.isfinite(out).all()
 
 
@@ -100,16 +102,22 @@ ALLOWED = ('model.backbone.', 'model.neck.in_channels', 'optim_wrapper.', 'custo
            'xcit_', 'pretrained')
 # configs/demo/ and configs/study/ point stock models at the generated data: they change data,
 # schedule and (study) head widths.
-DET_CONFIGS = [p for p in CONFIGS if _stock_root(p) and '/configs/demo/' not in p
-               and '/configs/study/' not in p]
+DET_CONFIGS = [
+    p for p in CONFIGS
+    if _stock_root(p) and '/configs/demo/' not in p and '/configs/study/' not in p
+]
 
 
 @pytest.mark.parametrize('path', DET_CONFIGS, ids=rel)
 def test_detection_config_equals_its_stock_base_outside_the_backbone(path, tmp_path):
     stock_file = tmp_path / 'stock.py'
     stock_file.write_text(f"_base_ = '{_stock_root(path)}'\n")
-    ours, stock = _flat(Config.fromfile(path).to_dict()), _flat(Config.fromfile(str(stock_file)).to_dict())
-    changed = {k for k in set(ours) | set(stock) if ours.get(k, '<absent>') != stock.get(k, '<absent>')}
+    ours, stock = _flat(Config.fromfile(path).to_dict()), _flat(
+        Config.fromfile(str(stock_file)).to_dict())
+    changed = {
+        k
+        for k in set(ours) | set(stock) if ours.get(k, '<absent>') != stock.get(k, '<absent>')
+    }
     outside = sorted(k for k in changed if not k.startswith(ALLOWED))
     assert not outside, f'{rel(path)} changes stock keys outside the backbone: {outside}'
     assert any(k.startswith('model.backbone.') for k in changed)

@@ -7,13 +7,12 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn as nn
+from conftest import run_tool
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.converters import (ConversionError, classifier_to_detector, convert_swin,
                                    convert_vit, convert_xcit, load_state_dict)
 from mmcondattn.models.backbones import ConditionedSwinDet, ConditionedXCiT, ConditionedXCiTDet
-
-from conftest import run_tool
 
 timm = pytest.importorskip('timm')
 
@@ -49,13 +48,22 @@ def assert_same_logits(model, reference, x):
 # ------------------------------------------------------------------------------ timm ViT
 @pytest.mark.parametrize('layer_scale', [0., 0.5])
 def test_timm_vit(layer_scale):
-    ref = randomise(timm.models.vision_transformer.VisionTransformer(
-        img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10,
-        init_values=layer_scale or None))
+    ref = randomise(
+        timm.models.vision_transformer.VisionTransformer(
+            img_size=32,
+            patch_size=8,
+            embed_dim=48,
+            depth=2,
+            num_heads=3,
+            num_classes=10,
+            init_values=layer_scale or None))
     model = classifier(
-        dict(type='ConditionedViT', arch=dict(embed_dims=48, num_layers=2, num_heads=3,
-                                              feedforward_channels=192),
-             img_size=32, patch_size=8, layer_scale_init_value=layer_scale),
+        dict(
+            type='ConditionedViT',
+            arch=dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=192),
+            img_size=32,
+            patch_size=8,
+            layer_scale_init_value=layer_scale),
         dict(type='VisionTransformerClsHead', num_classes=10, in_channels=48))
     model.load_state_dict(convert_vit(ref.state_dict()), strict=True)
     assert_same_logits(model, ref, torch.randn(2, 3, 32, 32))
@@ -68,9 +76,15 @@ SWIN = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 def _timm_swin():
     # window 2 on 128 px: every stage map (32 .. 4) is larger than the window, so timm keeps
     # the shifted windows everywhere like the mm* implementations
-    return randomise(timm.models.swin_transformer.SwinTransformer(
-        img_size=128, patch_size=4, window_size=2, embed_dim=16, depths=(2, 2, 2, 2),
-        num_heads=(1, 2, 2, 4), num_classes=10))
+    return randomise(
+        timm.models.swin_transformer.SwinTransformer(
+            img_size=128,
+            patch_size=4,
+            window_size=2,
+            embed_dim=16,
+            depths=(2, 2, 2, 2),
+            num_heads=(1, 2, 2, 4),
+            num_classes=10))
 
 
 def _official_swin_layout(timm_sd):
@@ -112,15 +126,22 @@ def test_swin(layout):
     assert res.unexpected_keys == []
     assert sorted({k.split('.')[0] for k in res.missing_keys}) == ['norm0', 'norm1', 'norm2']
     with torch.no_grad():
-        torch.testing.assert_close(det(x)[3], ref.forward_features(x).permute(0, 3, 1, 2),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            det(x)[3], ref.forward_features(x).permute(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- XCiT (cls)
 def _timm_xcit(patch_size, depth=2):
-    return randomise(timm.models.xcit.Xcit(
-        img_size=64, patch_size=patch_size, embed_dim=64, depth=depth, num_heads=4,
-        num_classes=10, eta=1.0, tokens_norm=True))
+    return randomise(
+        timm.models.xcit.Xcit(
+            img_size=64,
+            patch_size=patch_size,
+            embed_dim=64,
+            depth=depth,
+            num_heads=4,
+            num_classes=10,
+            eta=1.0,
+            tokens_norm=True))
 
 
 def _official_xcit_cls_layout(timm_sd):
@@ -145,9 +166,10 @@ def test_xcit_classifier(tmp_path, layout, patch_size):
     path = str(tmp_path / 'src.pth')
     torch.save(ckpt, path)
     model = classifier(
-        dict(type='ConditionedXCiT', arch=dict(embed_dims=64, depth=2, num_heads=4,
-                                               tokens_norm=True), patch_size=patch_size),
-        dict(type='LinearClsHead', num_classes=10, in_channels=64))
+        dict(
+            type='ConditionedXCiT',
+            arch=dict(embed_dims=64, depth=2, num_heads=4, tokens_norm=True),
+            patch_size=patch_size), dict(type='LinearClsHead', num_classes=10, in_channels=64))
     model.load_state_dict(convert_xcit(load_state_dict(path)), strict=True)
     assert_same_logits(model, ref, torch.randn(2, 3, 64, 64))
 
@@ -158,12 +180,18 @@ def _official_fpns(dim, patch_size):
     SyncBN: same keys)."""
     up = lambda: nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)  # noqa: E731
     if patch_size == 16:
-        return nn.ModuleDict(dict(fpn1=nn.Sequential(up(), nn.BatchNorm2d(dim), nn.GELU(), up()),
-                                  fpn2=nn.Sequential(up()), fpn3=nn.Identity(),
-                                  fpn4=nn.MaxPool2d(kernel_size=2, stride=2)))
-    return nn.ModuleDict(dict(fpn1=nn.Sequential(up()), fpn2=nn.Identity(),
-                              fpn3=nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2)),
-                              fpn4=nn.Sequential(nn.MaxPool2d(kernel_size=4, stride=4))))
+        return nn.ModuleDict(
+            dict(
+                fpn1=nn.Sequential(up(), nn.BatchNorm2d(dim), nn.GELU(), up()),
+                fpn2=nn.Sequential(up()),
+                fpn3=nn.Identity(),
+                fpn4=nn.MaxPool2d(kernel_size=2, stride=2)))
+    return nn.ModuleDict(
+        dict(
+            fpn1=nn.Sequential(up()),
+            fpn2=nn.Identity(),
+            fpn3=nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2)),
+            fpn4=nn.Sequential(nn.MaxPool2d(kernel_size=4, stride=4))))
 
 
 def _official_detection_forward(xcit, fpns, out_indices, x):
@@ -191,16 +219,20 @@ def test_xcit_official_detection_checkpoint(patch_size):
         if k.startswith(('patch_embed.', 'blocks.', 'pos_embed.')):
             state['backbone.' + k.replace('pos_embed.', 'pos_embeder.')] = v
     state.update(('backbone.' + k, v) for k, v in fpns.state_dict().items())
-    others = {'neck.lateral_convs.0.conv.weight': torch.randn(8, 64, 1, 1),
-              'rpn_head.rpn_conv.weight': torch.randn(8, 8, 3, 3),
-              'roi_head.bbox_head.fc_cls.weight': torch.randn(81, 16)}
+    others = {
+        'neck.lateral_convs.0.conv.weight': torch.randn(8, 64, 1, 1),
+        'rpn_head.rpn_conv.weight': torch.randn(8, 8, 3, 3),
+        'roi_head.bbox_head.fc_cls.weight': torch.randn(81, 16)
+    }
     state.update(others)
 
     converted = convert_xcit(state)  # raises if any key has no mapping
     for k, v in others.items():
         assert converted[k] is v
-    det = ConditionedXCiTDet(arch=dict(embed_dims=64, depth=4, num_heads=4),
-                             patch_size=patch_size, out_indices=out_indices).eval()
+    det = ConditionedXCiTDet(
+        arch=dict(embed_dims=64, depth=4, num_heads=4),
+        patch_size=patch_size,
+        out_indices=out_indices).eval()
     backbone = {k[len('backbone.'):]: v for k, v in converted.items() if k.startswith('backbone.')}
     det.load_state_dict(backbone, strict=True)  # every key mapped, none left over
     x = torch.randn(2, 3, 64, 96)
@@ -220,13 +252,13 @@ def test_official_xcit_coco_checkpoint_loads_through_its_zoo_config(tmp_path, pa
     -- what ``tools/test.py CONFIG FILE`` does -- strictly into the detector of the config of
     its ``*_3rdparty_coco`` zoo row, unconverted; its backbone then computes what the
     official backbone computes, and neck / heads hold the file's weights."""
+    from conftest import REPO
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import load_checkpoint
 
     from mmcondattn.compat import replace_syncbn
-    from conftest import REPO
     cfg = Config.fromfile(f'{REPO}/configs/xcit/mask-rcnn_xcit-t12-p{patch_size}_fpn_ms-crop-3x'
                           '_coco.py')
     cfg.model.backbone.init_cfg = None  # no download here; the file brings every weight
@@ -237,8 +269,9 @@ def test_official_xcit_coco_checkpoint_loads_through_its_zoo_config(tmp_path, pa
     assert not cond.layer_methods and cond.tokens is None
 
     # XCiT-T12 as the official code builds it (timm's Xcit has the official module names)
-    xcit = randomise(timm.models.xcit.Xcit(patch_size=patch_size, embed_dim=192, depth=12,
-                                           num_heads=4, eta=1.0, tokens_norm=True))
+    xcit = randomise(
+        timm.models.xcit.Xcit(
+            patch_size=patch_size, embed_dim=192, depth=12, num_heads=4, eta=1.0, tokens_norm=True))
     fpns = randomise(_official_fpns(192, patch_size), seed=1)
     state = OrderedDict()
     for k, v in xcit.state_dict().items():
@@ -246,13 +279,28 @@ def test_official_xcit_coco_checkpoint_loads_through_its_zoo_config(tmp_path, pa
             state['backbone.' + k.replace('pos_embed.', 'pos_embeder.')] = v
     state.update(('backbone.' + k, v) for k, v in fpns.state_dict().items())
     g = torch.Generator().manual_seed(2)
-    rest = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-            for k, v in det.state_dict().items() if not k.startswith('backbone.')}
+    rest = {
+        k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in det.state_dict().items() if not k.startswith('backbone.')
+    }
     state.update(rest)
     path = str(tmp_path / f'maskrcnn_xcit_tiny_12_p{patch_size}.pth')
-    torch.save({'meta': {'mmdet_version': '2.11.0', 'epoch': 36, 'CLASSES': ('person', 'car')},
-                'state_dict': state,
-                'optimizer': {'state': {}, 'param_groups': [{'lr': 1e-6, 'params': [0]}]}}, path)
+    torch.save(
+        {
+            'meta': {
+                'mmdet_version': '2.11.0',
+                'epoch': 36,
+                'CLASSES': ('person', 'car')
+            },
+            'state_dict': state,
+            'optimizer': {
+                'state': {},
+                'param_groups': [{
+                    'lr': 1e-6,
+                    'params': [0]
+                }]
+            }
+        }, path)
 
     load_checkpoint(det, path, map_location='cpu', strict=True)  # raises on any key mismatch
     after = det.state_dict()
@@ -270,10 +318,12 @@ def test_unmappable_official_xcit_keys_are_one_error():
     """A file in the official layout with a key no rule maps fails loading with one error
     that names the key, not with a silently half-loaded backbone."""
     from mmcondattn.models.backbones.utils import BackboneConfigError
-    det = ConditionedXCiTDet(arch=dict(embed_dims=64, depth=4, num_heads=4),
-                             out_indices=(0, 1, 2, 3))
-    state = {'blocks.0.attn.qkv.weight': torch.zeros(192, 64),
-             'blocks.0.attn.rel_pos': torch.zeros(3)}
+    det = ConditionedXCiTDet(
+        arch=dict(embed_dims=64, depth=4, num_heads=4), out_indices=(0, 1, 2, 3))
+    state = {
+        'blocks.0.attn.qkv.weight': torch.zeros(192, 64),
+        'blocks.0.attn.rel_pos': torch.zeros(3)
+    }
     with pytest.raises(BackboneConfigError, match=r'blocks\.0\.attn\.rel_pos'):
         det.load_state_dict(state, strict=False)
 
@@ -283,13 +333,16 @@ def test_classifier_to_detector_xcit():
     arch = dict(embed_dims=64, depth=4, num_heads=4, tokens_norm=True)
     cond = dict(spectral=dict(mode='svd'))
     torch.manual_seed(0)
-    cls = randomise(ConditionedXCiT(arch=arch, conditioning=cond, out_type='featmap',
-                                    out_indices=(2, )))
+    cls = randomise(
+        ConditionedXCiT(arch=arch, conditioning=cond, out_type='featmap', out_indices=(2, )))
     state = {'backbone.' + k: v for k, v in cls.state_dict().items()}
     state['head.fc.weight'] = torch.randn(10, 64)
     out = classifier_to_detector(state)
-    assert set(out) == {k[len('backbone.'):] for k in state if k.startswith('backbone.')} - {
-        k for k in cls.state_dict() if k.startswith(('cls_token', 'ca_layers.', 'norm.'))}
+    assert set(out) == {
+        k[len('backbone.'):]
+        for k in state if k.startswith('backbone.')
+    } - {k
+         for k in cls.state_dict() if k.startswith(('cls_token', 'ca_layers.', 'norm.'))}
     assert any(k.endswith('qkv.correction') for k in out)  # conditioned weights travel along
     det = ConditionedXCiTDet(arch=arch, out_indices=(0, 1, 2, 3), conditioning=cond).eval()
     res = det.load_state_dict(out, strict=False)
@@ -301,14 +354,20 @@ def test_classifier_to_detector_xcit():
 
 
 def test_classifier_to_detector_families():
-    vit = {'backbone.cls_token': torch.zeros(1, 1, 8), 'backbone.pos_embed': torch.zeros(1, 5, 8),
-           'backbone.layers.0.attn.qkv.weight': torch.zeros(24, 8),
-           'head.layers.head.weight': torch.zeros(10, 8)}
+    vit = {
+        'backbone.cls_token': torch.zeros(1, 1, 8),
+        'backbone.pos_embed': torch.zeros(1, 5, 8),
+        'backbone.layers.0.attn.qkv.weight': torch.zeros(24, 8),
+        'head.layers.head.weight': torch.zeros(10, 8)
+    }
     out = classifier_to_detector(vit)
     assert set(out) == {'pos_embed', 'layers.0.attn.qkv.weight'}
     assert out['pos_embed'].shape == (1, 4, 8)
-    swin = {'backbone.stages.0.blocks.0.norm1.weight': torch.zeros(8),
-            'backbone.norm3.weight': torch.zeros(8), 'head.fc.weight': torch.zeros(2, 8)}
+    swin = {
+        'backbone.stages.0.blocks.0.norm1.weight': torch.zeros(8),
+        'backbone.norm3.weight': torch.zeros(8),
+        'head.fc.weight': torch.zeros(2, 8)
+    }
     assert set(classifier_to_detector(swin)) == {'stages.0.blocks.0.norm1.weight', 'norm3.weight'}
     with pytest.raises(ConversionError, match='no backbone'):
         classifier_to_detector({'head.fc.weight': torch.zeros(2, 8)})
@@ -355,9 +414,10 @@ def test_command_lines(tmp_path):
     assert _cli('cls2det.py', dst, det, '--family', 'xcit')[0] == 0
     keys = torch.load(det, weights_only=True)['state_dict']
     assert 'cls_token' not in keys and 'xca_layers.1.gamma1' in keys
-    model = ConditionedXCiTDet(arch=dict(embed_dims=64, depth=2, num_heads=4),
-                               out_indices=(0, 0, 1, 1),
-                               init_cfg=dict(type='Pretrained', checkpoint=det))
+    model = ConditionedXCiTDet(
+        arch=dict(embed_dims=64, depth=2, num_heads=4),
+        out_indices=(0, 0, 1, 1),
+        init_cfg=dict(type='Pretrained', checkpoint=det))
     model.init_weights()
     for k, v in keys.items():
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)

@@ -5,7 +5,6 @@ import os.path as osp
 
 import numpy as np
 import pytest
-
 from cond_helpers import FMNIST_SIZES, idx_bytes, write_fashion_mnist_fixture
 from conftest import run_tool
 
@@ -43,8 +42,10 @@ def test_header_checks(tmp_path):
     write_fashion_mnist_fixture(tmp_path / 'src', gz=False)
     path = str(tmp_path / 'src/train-images-idx3-ubyte')
     assert check_idx(path, 'images', 6, 28) == [6, 28, 28]
-    with pytest.raises(IdxError, match=r'dims \[6, 28, 28\]; expected uint8 \(0x08\) '
-                       r'\[60000, 28, 28\] \(60000 images of 28×28\)'):
+    with pytest.raises(
+            IdxError,
+            match=r'dims \[6, 28, 28\]; expected uint8 \(0x08\) '
+            r'\[60000, 28, 28\] \(60000 images of 28×28\)'):
         check_idx(path, 'images', 60000, 28)
     with pytest.raises(IdxError, match='expected uint8'):
         check_idx(str(tmp_path / 'src/train-labels-idx1-ubyte'), 'images', 6, 28)
@@ -63,7 +64,8 @@ def test_header_checks(tmp_path):
 
 @pytest.mark.e2e
 def test_tool_says_in_one_line_what_to_download(tmp_path):
-    r = run_tool([TOOL, str(tmp_path / 'fm'), '--src', str(tmp_path / 'none'), '--no-install'],
+    r = run_tool([TOOL, str(tmp_path / 'fm'), '--src',
+                  str(tmp_path / 'none'), '--no-install'],
                  cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ''
     lines = r.stderr.strip().splitlines()
@@ -72,7 +74,8 @@ def test_tool_says_in_one_line_what_to_download(tmp_path):
     assert f'into {tmp_path / "fm"}/' in lines[0] and 'dataset-fashion-mnist' in lines[0]
 
     write_fashion_mnist_fixture(tmp_path / 'src')  # a fixture is not the real dataset: one line too
-    r = run_tool([TOOL, str(tmp_path / 'fm'), '--src', str(tmp_path / 'src'), '--no-install'],
+    r = run_tool([TOOL, str(tmp_path / 'fm'), '--src',
+                  str(tmp_path / 'src'), '--no-install'],
                  cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert 'expected uint8 (0x08) [60000, 28, 28]' in r.stderr

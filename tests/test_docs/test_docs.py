@@ -15,7 +15,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
 
 DOCS = sorted(glob.glob(osp.join(REPO, 'docs', '*.md'))) + [osp.join(REPO, 'README.md')]
@@ -25,21 +24,28 @@ SHELL_LANGS = ('', 'bash', 'sh', 'shell', 'console')
 
 # Commands too long to run here: the test that runs them (file::function).
 EXERCISED_BY = {
-    'tools/train.py': 'tests/test_tools/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
+    'tools/train.py':
+    'tests/test_tools/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
     'tools/test.py': 'tests/test_tools/test_train_e2e.py::test_test_tool_evaluates_a_checkpoint',
     'tools/dist_train.sh': 'tests/test_tools/test_train_e2e.py::test_two_process_cpu_dist_train',
     'tools/dist_test.sh':
-        'tests/test_tools/test_user_commands.py::test_headline_config_dist_train_then_dist_test',
+    'tests/test_tools/test_user_commands.py::test_headline_config_dist_train_then_dist_test',
     'tools/analysis_tools/eval_model_zoo.py':
-        'tests/test_analysis/test_model_zoo.py::test_eval_tool_reports_match_then_regression',
-    'tools/model_converters/xcit2mmcondattn.py': 'tests/test_converters/test_converters.py::test_command_lines',
-    'tools/model_converters/vit2mmcondattn.py': 'tests/test_converters/test_converters.py::test_command_lines',
-    'tools/model_converters/swin2mmcondattn.py': 'tests/test_converters/test_converters.py::test_command_lines',
-    'tools/model_converters/cls2det.py': 'tests/test_converters/test_converters.py::test_command_lines',
+    'tests/test_analysis/test_model_zoo.py::test_eval_tool_reports_match_then_regression',
+    'tools/model_converters/xcit2mmcondattn.py':
+    'tests/test_converters/test_converters.py::test_command_lines',
+    'tools/model_converters/vit2mmcondattn.py':
+    'tests/test_converters/test_converters.py::test_command_lines',
+    'tools/model_converters/swin2mmcondattn.py':
+    'tests/test_converters/test_converters.py::test_command_lines',
+    'tools/model_converters/cls2det.py':
+    'tests/test_converters/test_converters.py::test_command_lines',
     'tools/slurm_train.sh': 'tests/test_tools/test_slurm_scripts.py::test_srun_command_line',
     'tools/slurm_test.sh': 'tests/test_tools/test_slurm_scripts.py::test_srun_command_line',
-    'make demo': 'tests/test_tools/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
-    'make demo-cls': 'tests/test_tools/test_classification_e2e.py::test_classifier_dist_train_then_dist_test',
+    'make demo':
+    'tests/test_tools/test_train_e2e.py::test_train_writes_checkpoint_and_coco_metrics',
+    'make demo-cls':
+    'tests/test_tools/test_classification_e2e.py::test_classifier_dist_train_then_dist_test',
     'make test': 'the test suite itself (.ci/run runs it)',
 }
 # Commands run here verbatim (in a temporary folder): scripts whose doc commands are run by
@@ -123,8 +129,8 @@ COMMANDS = all_commands()
 
 def test_the_docs_exist_and_have_commands():
     names = {osp.basename(p) for p in DOCS}
-    for doc in ('methods.md', 'get_started.md', 'configs.md', 'tools.md', 'model_zoo.md',
-                'faq.md', 'installation.md'):
+    for doc in ('methods.md', 'get_started.md', 'configs.md', 'tools.md', 'model_zoo.md', 'faq.md',
+                'installation.md'):
         assert doc in names, doc
     scripts = {script_of(c) for _, c in COMMANDS}
     for s in ('make demo', 'make test', 'tools/train.py', 'tools/test.py', 'tools/dist_train.sh',
@@ -152,10 +158,13 @@ def test_command_is_run_here_or_exercised_by_a_named_test(doc, cmd):
         return  # run by test_concrete_commands_run (concrete ones) / test_help (synopses)
     where = EXERCISED_BY.get(script)
     if where is None:  # another developer's tool: a test file must run it
-        users = [t for t in glob.glob(osp.join(REPO, 'tests', '**', 'test_*.py'), recursive=True)
-                 if not t.endswith('test_docs.py') and script in open(t).read()]
-        assert users, (f'{doc}: {cmd!r} is neither run by tests/test_docs/test_docs.py nor by any test '
-                       f'(no tests/**/test_*.py mentions {script}); add it to EXERCISED_BY')
+        users = [
+            t for t in glob.glob(osp.join(REPO, 'tests', '**', 'test_*.py'), recursive=True)
+            if not t.endswith('test_docs.py') and script in open(t).read()
+        ]
+        assert users, (
+            f'{doc}: {cmd!r} is neither run by tests/test_docs/test_docs.py nor by any test '
+            f'(no tests/**/test_*.py mentions {script}); add it to EXERCISED_BY')
         return
     if where.startswith('tests/'):
         path, _, func = where.partition('::')
@@ -191,8 +200,15 @@ def _make_source(path, script, cmd):
     os.makedirs(osp.dirname(path) or '.', exist_ok=True)
     if script.endswith('xcit2mmcondattn.py'):
         timm = _timm()
-        m = timm.models.xcit.Xcit(img_size=64, patch_size=16, embed_dim=64, depth=2,
-                                  num_heads=4, num_classes=10, eta=1.0, tokens_norm=True)
+        m = timm.models.xcit.Xcit(
+            img_size=64,
+            patch_size=16,
+            embed_dim=64,
+            depth=2,
+            num_heads=4,
+            num_classes=10,
+            eta=1.0,
+            tokens_norm=True)
         torch.save({'model': m.state_dict()}, path)
     elif script.endswith('vit2mmcondattn.py'):
         timm = _timm()
@@ -202,27 +218,43 @@ def _make_source(path, script, cmd):
     elif script.endswith('swin2mmcondattn.py'):
         timm = _timm()
         m = timm.models.swin_transformer.SwinTransformer(
-            img_size=128, patch_size=4, window_size=2, embed_dim=16, depths=(2, 2, 2, 2),
-            num_heads=(1, 2, 2, 4), num_classes=10)
+            img_size=128,
+            patch_size=4,
+            window_size=2,
+            embed_dim=16,
+            depths=(2, 2, 2, 2),
+            num_heads=(1, 2, 2, 4),
+            num_classes=10)
         torch.save(m.state_dict(), path)
     else:  # cls2det: an mmpretrain classifier of this package
-        import mmcondattn  # noqa: F401
         from mmpretrain.registry import MODELS
         from mmpretrain.utils import register_all_modules
+
+        import mmcondattn  # noqa: F401
         register_all_modules(init_default_scope=False)
         family = re.search(r'--family\s+(\w+)', cmd)
         family = family.group(1) if family else 'xcit'
         backbone = dict(
-            xcit=dict(type='ConditionedXCiT', arch=dict(embed_dims=48, depth=2, num_heads=4),
-                      conditioning=dict(precond=dict())),
-            vit=dict(type='ConditionedViT', img_size=32, patch_size=8,
-                     arch=dict(embed_dims=48, num_layers=2, num_heads=3,
-                               feedforward_channels=96)),
-            swin=dict(type='ConditionedSwin', img_size=32, window_size=4, out_indices=(1, ),
-                      arch=dict(embed_dims=24, depths=(1, 1), num_heads=(2, 2))))[family]
-        model = MODELS.build(dict(type='ImageClassifier', backbone=backbone,
-                                  head=dict(type='LinearClsHead', num_classes=10,
-                                            in_channels=48)))
+            xcit=dict(
+                type='ConditionedXCiT',
+                arch=dict(embed_dims=48, depth=2, num_heads=4),
+                conditioning=dict(precond=dict())),
+            vit=dict(
+                type='ConditionedViT',
+                img_size=32,
+                patch_size=8,
+                arch=dict(embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96)),
+            swin=dict(
+                type='ConditionedSwin',
+                img_size=32,
+                window_size=4,
+                out_indices=(1, ),
+                arch=dict(embed_dims=24, depths=(1, 1), num_heads=(2, 2))))[family]
+        model = MODELS.build(
+            dict(
+                type='ImageClassifier',
+                backbone=backbone,
+                head=dict(type='LinearClsHead', num_classes=10, in_channels=48)))
         torch.save({'state_dict': model.state_dict()}, path)
 
 
@@ -234,8 +266,13 @@ def _run(cmd, cwd):
     args = shlex.split(cmd)
     args = [a for a in args if a not in ('python', '.venv/bin/python', 'bash')]
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, osp.join(REPO, args[0])] + args[1:], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, osp.join(REPO, args[0])] + args[1:],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
 
 
 @pytest.mark.e2e
@@ -333,19 +370,24 @@ def _options_table():
 
 
 def test_options_table_equals_options_py():
-    from mmcondattn.conditioning import options as O
+    from mmcondattn.conditioning import options as O  # noqa: E741  the module of the table
     table = _options_table()
-    fields = {(name, f.name): f for name, cls in O._METHODS.items()
-              for f in dataclasses.fields(cls)}
-    assert set(table) == set(fields), (
-        f'in the table only: {sorted(set(table) - set(fields))}; '
-        f'in options.py only: {sorted(set(fields) - set(table))}')
+    fields = {
+        (name, f.name): f
+        for name, cls in O._METHODS.items()
+        for f in dataclasses.fields(cls)
+    }
+    assert set(table) == set(fields), (f'in the table only: {sorted(set(table) - set(fields))}; '
+                                       f'in options.py only: {sorted(set(fields) - set(table))}')
     for key, (default, valid) in table.items():
         assert ast.literal_eval(default) == fields[key].default, (key, default)
         quoted = set(re.findall(r"`'(\w+)'`", valid))
-        choices = {('spectral', 'mode'): O.SPECTRAL_MODES, ('spectral', 'targets'):
-                   O.SPECTRAL_TARGETS, ('tokens', 'solver'): O.TOKEN_SOLVERS,
-                   ('tokens', 'position'): O.TOKEN_POSITIONS}.get(key)
+        choices = {
+            ('spectral', 'mode'): O.SPECTRAL_MODES,
+            ('spectral', 'targets'): O.SPECTRAL_TARGETS,
+            ('tokens', 'solver'): O.TOKEN_SOLVERS,
+            ('tokens', 'position'): O.TOKEN_POSITIONS
+        }.get(key)
         if choices is not None:
             assert quoted == set(choices), (key, quoted, choices)
         elif isinstance(fields[key].default, bool):
@@ -355,11 +397,20 @@ def test_options_table_equals_options_py():
 def test_options_table_values_are_accepted_and_neighbours_refused():
     """The bounds the table states are the ones the parser enforces."""
     from mmcondattn.conditioning import ConditioningConfigError, parse_conditioning
-    ok = [dict(precond=dict(eps=1e-9, scale=0.5)), dict(spectral=dict(lam=0.)),
-          dict(spectral=dict(targets=('k', ))), dict(tokens=dict(ns_iters=1))]
-    bad = [dict(precond=dict(eps=0.)), dict(precond=dict(scale=0.)),
-           dict(spectral=dict(lam=-1.)), dict(spectral=dict(targets=())),
-           dict(spectral=dict(targets=('q', 'q'))), dict(tokens=dict(ns_iters=0))]
+    ok = [
+        dict(precond=dict(eps=1e-9, scale=0.5)),
+        dict(spectral=dict(lam=0.)),
+        dict(spectral=dict(targets=('k', ))),
+        dict(tokens=dict(ns_iters=1))
+    ]
+    bad = [
+        dict(precond=dict(eps=0.)),
+        dict(precond=dict(scale=0.)),
+        dict(spectral=dict(lam=-1.)),
+        dict(spectral=dict(targets=())),
+        dict(spectral=dict(targets=('q', 'q'))),
+        dict(tokens=dict(ns_iters=0))
+    ]
     for cfg in ok:
         parse_conditioning(cfg)
     for cfg in bad:
@@ -379,8 +430,12 @@ def _doctests():
 
 def _run_python(code, cwd):
     env = dict(os.environ, PYTHONPATH=REPO)
-    r = subprocess.run([sys.executable, '-c', code], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, '-c', code],
+                       cwd=cwd,
+                       env=env,
+                       capture_output=True,
+                       text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
@@ -389,14 +444,15 @@ def _run_python(code, cwd):
 def test_lambda_entropy_numbers_are_the_scripts_output(tmp_path):
     doc, _, code = _doctests()['lambda-entropy']
     out = _run_python(code, tmp_path)
-    got = {float(lam): (float(e), float(s)) for lam, e, s in
-           re.findall(r'lam=([\d.]+) entropy=([\d.]+) self=([\d.]+)', out)}
+    got = {
+        float(lam): (float(e), float(s))
+        for lam, e, s in re.findall(r'lam=([\d.]+) entropy=([\d.]+) self=([\d.]+)', out)
+    }
     assert sorted(got) == [0., 1., 2., 5., 10.], out
     text = open(osp.join(REPO, doc), encoding='utf-8').read()
     lams = [float(v) for v in re.search(r'^\| λ \|(.*)\|$', text, re.M).group(1).split('|')]
     ent = re.search(r'^\| entropy \(nats\), the script below[^|]*\|(.*)\|$', text, re.M)
-    own = re.search(r'^\| mean attention weight on itself, the script below \|(.*)\|$', text,
-                    re.M)
+    own = re.search(r'^\| mean attention weight on itself, the script below \|(.*)\|$', text, re.M)
     for row, idx in ((ent, 0), (own, 1)):
         cells = [c.strip() for c in row.group(1).split('|')]
         for lam, cell in zip(lams, cells):
@@ -419,12 +475,13 @@ def test_own_config_example_builds(tmp_path):
     (tmp_path / 'configs').symlink_to(osp.join(REPO, 'configs'))
     (tmp_path / 'my_configs').mkdir()
     (tmp_path / name).write_text(code)
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    import mmcondattn  # noqa: F401
-    from mmcondattn.compat import replace_syncbn
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    import mmcondattn  # noqa: F401
+    from mmcondattn.compat import replace_syncbn
     cfg = Config.fromfile(str(tmp_path / name))
     assert cfg.model.backbone.conditioning == dict(precond=dict())
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
@@ -446,9 +503,10 @@ def test_fold_deployment_recipe_of_tools_md(tmp_path):
     ckpt = re.search(r"'(work_dirs/[\w./-]+\.pth)'", code).group(1)
     spectral = re.search(r"'(configs/[\w./-]+\.py)'", code).group(1)
     (tmp_path / 'configs').symlink_to(osp.join(REPO, 'configs'))
-    import mmcondattn  # noqa: F401
     from mmdet.apis import init_detector
     from mmdet.utils import register_all_modules
+
+    import mmcondattn  # noqa: F401
     register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     model = init_detector(osp.join(REPO, spectral), None, device='cpu')

@@ -5,10 +5,9 @@ import math
 
 import pytest
 import torch
+from cond_helpers import ALL_METHODS, BACKBONES, cls_config, kappa, train
 
 from mmcondattn.analysis.logs import scalars_records
-
-from cond_helpers import ALL_METHODS, BACKBONES, cls_config, kappa, train
 
 LAM = ALL_METHODS['spectral']['lam']
 
@@ -35,8 +34,12 @@ def _qkv_blocks(attn, lam=0.0):
 @pytest.fixture(scope='module')
 def imagenet(tmp_path_factory):
     from mmcondattn.datasets import make_imagenet_folder
-    return make_imagenet_folder(str(tmp_path_factory.mktemp('imnet')), num_train_per_class=4,
-                                num_val_per_class=2, img_size=32, seed=0)
+    return make_imagenet_folder(
+        str(tmp_path_factory.mktemp('imnet')),
+        num_train_per_class=4,
+        num_val_per_class=2,
+        img_size=32,
+        seed=0)
 
 
 @pytest.mark.slow
@@ -59,8 +62,9 @@ def test_measure_matches_direct_svd(family):
         heads = attn.num_heads
         assert len(row['kappa_attn_heads']) == heads
         assert row['kappa_attn'] == pytest.approx(sum(row['kappa_attn_heads']) / heads)
-        assert all(math.isfinite(row[k]) and row[k] >= 1.0 for k in row if k.startswith('kappa_')
-                   and not k.endswith('heads'))
+        assert all(
+            math.isfinite(row[k]) and row[k] >= 1.0 for k in row
+            if k.startswith('kappa_') and not k.endswith('heads'))
     # κ(X) of layer 0: one κ per image (per window for Swin), from its own recorded input
     x = x_in['x']
     assert rows[0]['kappa_x'] == pytest.approx(sum(kappa(xi) for xi in x) / len(x), rel=1e-9)
@@ -97,6 +101,7 @@ def test_measure_leaves_the_model_as_it_was():
 
 def test_hook_rejects_bad_arguments_and_models_without_attention():
     from mmengine.registry import HOOKS
+
     import mmcondattn.openmmlab  # noqa: F401
     from mmcondattn.models import measure_conditioning
     with pytest.raises(ValueError, match='interval must be an int >= 1'):
@@ -136,8 +141,8 @@ def test_hook_logs_kappa_of_the_trained_weights(family, imagenet, tmp_path):
                    if type(m).__name__.endswith(('Attention', 'XCA', 'MSA')))
 
     if family == 'xcit':  # the same run without the hook: the same losses
-        cfg_off = cls_config(tmp_path / 'off.py', family, ALL_METHODS, data_root=imagenet,
-                             hook_interval=None)
+        cfg_off = cls_config(
+            tmp_path / 'off.py', family, ALL_METHODS, data_root=imagenet, hook_interval=None)
         train(cfg_off, tmp_path / 'wd_off', 'monitor_off')
         off = [r['loss'] for r in scalars_records(tmp_path / 'wd_off') if 'loss' in r]
         assert off == losses
@@ -158,10 +163,14 @@ def test_detection_scope_and_backbones(family):
     for scope, hooks in (('mmdet', DET_HOOKS), ('mmpretrain', CLS_HOOKS)):
         with DefaultScope.overwrite_default_scope(scope):
             assert isinstance(hooks.build(dict(type='ConditionMonitorHook')), ConditionMonitorHook)
-    arch = dict(swin=dict(arch=dict(embed_dims=16, depths=[1, 1], num_heads=[2, 2]),
-                          window_size=4, out_indices=(0, 1)),
-                xcit=dict(arch=dict(embed_dims=32, depth=4, num_heads=2), patch_size=8,
-                          out_indices=(0, 1, 2, 3)))[family]
+    arch = dict(
+        swin=dict(
+            arch=dict(embed_dims=16, depths=[1, 1], num_heads=[2, 2]),
+            window_size=4,
+            out_indices=(0, 1)),
+        xcit=dict(
+            arch=dict(embed_dims=32, depth=4, num_heads=2), patch_size=8,
+            out_indices=(0, 1, 2, 3)))[family]
     torch.manual_seed(0)
     name = dict(swin='ConditionedSwin', xcit='ConditionedXCiT')[family]
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -30,18 +30,20 @@ def window_mask():
 
 # name: (stock class, conditioned class, constructor kwargs, input, forward kwargs)
 LAYERS = {
-    'mha': (MultiheadAttention, ConditionedMultiheadAttention,
-            dict(embed_dims=D, num_heads=HEADS), (2, 5, D), {}),
+    'mha':
+    (MultiheadAttention, ConditionedMultiheadAttention, dict(embed_dims=D,
+                                                             num_heads=HEADS), (2, 5, D), {}),
     'mha_rect': (MultiheadAttention, ConditionedMultiheadAttention,
                  dict(embed_dims=D, num_heads=HEADS, input_dims=24), (2, 5, 24), {}),
-    'window': (WindowMSA, ConditionedWindowMSA,
-               dict(embed_dims=D, window_size=WIN, num_heads=HEADS), (4, 4, D), {}),
+    'window':
+    (WindowMSA, ConditionedWindowMSA, dict(embed_dims=D, window_size=WIN,
+                                           num_heads=HEADS), (4, 4, D), {}),
     'window_masked': (WindowMSA, ConditionedWindowMSA,
-                      dict(embed_dims=D, window_size=WIN, num_heads=HEADS), (4, 4, D),
-                      dict(mask=window_mask())),
+                      dict(embed_dims=D, window_size=WIN,
+                           num_heads=HEADS), (4, 4, D), dict(mask=window_mask())),
     'det_window': (DetWindowMSA, ConditionedDetWindowMSA,
-                   dict(embed_dims=D, num_heads=HEADS, window_size=WIN), (4, 4, D),
-                   dict(mask=window_mask())),
+                   dict(embed_dims=D, num_heads=HEADS,
+                        window_size=WIN), (4, 4, D), dict(mask=window_mask())),
     'xca': (XCA, ConditionedXCA, dict(dim=D, num_heads=HEADS, qkv_bias=True), (2, 5, D), {}),
 }
 METHODS = {
@@ -49,8 +51,7 @@ METHODS = {
     'spectral_identity': dict(spectral=dict(lam=1.)),
     'spectral_svd': dict(spectral=dict(mode='svd')),
     'spectral_q': dict(spectral=dict(lam=2., targets=('q', ))),
-    'all': dict(precond=dict(scale=2., detach=False), spectral=dict(mode='svd'),
-                tokens=dict()),
+    'all': dict(precond=dict(scale=2., detach=False), spectral=dict(mode='svd'), tokens=dict()),
 }
 
 
@@ -125,8 +126,10 @@ def test_conversion_in_place_keeps_parameters(name):
 def test_layer_methods_on_a_model_without_attention_fail_naming_the_supported_classes():
     model = nn.Sequential(nn.Linear(4, 12), nn.Linear(12, 4))
     for method in ('precond', 'spectral_svd'):
-        with pytest.raises(ValueError, match=r'Sequential has none of the supported classes: '
-                           r'.*MultiheadAttention.*WindowMSA.*XCA'):
+        with pytest.raises(
+                ValueError,
+                match=r'Sequential has none of the supported classes: '
+                r'.*MultiheadAttention.*WindowMSA.*XCA'):
             condition_attention_modules(model, METHODS[method])
     assert not any(isinstance(m, SpectralLinear) for m in model.modules())
 
@@ -166,7 +169,9 @@ def test_gradients_and_bf16_autocast(name, method):
 
 def test_spectral_svd_follows_mmengine_init():
     layer = ConditionedMultiheadAttention(
-        embed_dims=D, num_heads=HEADS, conditioning=METHODS['spectral_svd'],
+        embed_dims=D,
+        num_heads=HEADS,
+        conditioning=METHODS['spectral_svd'],
         init_cfg=dict(type='TruncNormal', layer='Linear', std=0.5))
     before = layer.qkv.weight.clone()
     layer.init_weights()  # re-initialises qkv (a Linear by its bases), then its correction
@@ -178,8 +183,12 @@ def test_spectral_svd_follows_mmengine_init():
 
 @pytest.mark.parametrize('registry', [MMDET_MODELS, MMPRETRAIN_MODELS])
 def test_registered_in_both_registries(registry):
-    layer = registry.build(dict(type='ConditionedXCA', dim=D, num_heads=HEADS,
-                                conditioning=dict(precond=dict(eps=1e-5))))
+    layer = registry.build(
+        dict(
+            type='ConditionedXCA',
+            dim=D,
+            num_heads=HEADS,
+            conditioning=dict(precond=dict(eps=1e-5))))
     assert isinstance(layer, ConditionedXCA) and layer.proj.precond.eps == 1e-5
     for cls in (ConditionedMultiheadAttention, ConditionedWindowMSA, ConditionedDetWindowMSA):
         assert registry.get(cls.__name__) is cls
@@ -216,8 +225,11 @@ def test_record_attention_on_stock_and_conditioned_layers():
         assert a.shape[-3:] == (HEADS, n_tok[name], n_tok[name])
         torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:-1]))
         assert o.shape[1] == HEADS and o.shape[-1] == D // HEADS
-    torch.testing.assert_close(rec['2']['out_cond'].norm(dim=-1) / 2,
-                               torch.ones(rec['2']['out'].shape[:-1]), rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        rec['2']['out_cond'].norm(dim=-1) / 2,
+        torch.ones(rec['2']['out'].shape[:-1]),
+        rtol=1e-4,
+        atol=0)
     # MHA: the recorded A reproduces the fused output
     mha = model[0]
     _, x, _ = build('mha')

@@ -10,27 +10,25 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from cond_helpers import METHODS, build
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.conditioning import ConditioningConfigError, TokenConditioner
 from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, ConditionedViT,
-                                         ConditionedViTDet, ConditionedXCiT,
-                                         ConditionedXCiTDet)
-
-from cond_helpers import METHODS, build
+                                         ConditionedViTDet, ConditionedXCiT, ConditionedXCiTDet)
 
 XCIT = dict(embed_dims=64, depth=4, num_heads=4, tokens_norm=True)  # t12-like, 4 blocks
 # name: (scope, config, expected output channels; None for a classifier's (B, C) output)
 BACKBONES = {
     'xcit-cls': ('mmpretrain', dict(type='ConditionedXCiT', arch=XCIT), None),
-    'xcit-det-p16': ('mmdet', dict(type='ConditionedXCiT', arch=XCIT, out_indices=(0, 1, 2, 3)),
-                     [64] * 4),
-    'xcit-det-p8': ('mmdet', dict(type='ConditionedXCiT', arch=XCIT, patch_size=8,
-                                  out_indices=(0, 1, 2, 3)), [64] * 4),
+    'xcit-det-p16': ('mmdet', dict(type='ConditionedXCiT', arch=XCIT,
+                                   out_indices=(0, 1, 2, 3)), [64] * 4),
+    'xcit-det-p8':
+    ('mmdet', dict(type='ConditionedXCiT', arch=XCIT, patch_size=8,
+                   out_indices=(0, 1, 2, 3)), [64] * 4),
     'vit-cls': ('mmpretrain', dict(type='ConditionedViT', arch='deit-tiny', img_size=64), None),
     'vit-det': ('mmdet', dict(type='ConditionedViT', arch='deit-tiny', img_size=64), [192] * 4),
-    'swin-cls': ('mmpretrain', dict(type='ConditionedSwin', arch='tiny', pad_small_map=True),
-                 None),
+    'swin-cls': ('mmpretrain', dict(type='ConditionedSwin', arch='tiny', pad_small_map=True), None),
     'swin-det': ('mmdet', dict(type='ConditionedSwin', arch='tiny'), [96, 192, 384, 768]),
 }
 NUM_ATTENTION = {'xcit': 4, 'vit': 12, 'swin': 12}
@@ -94,12 +92,12 @@ def test_build_forward_backward(name, method):
 
 @pytest.mark.slow
 def test_same_name_two_registries():
-    assert type(build('mmdet', dict(type='ConditionedXCiT', arch=XCIT, out_indices=(0, 1, 2, 3)))
-                ) is ConditionedXCiTDet
+    assert type(build('mmdet', dict(type='ConditionedXCiT', arch=XCIT,
+                                    out_indices=(0, 1, 2, 3)))) is ConditionedXCiTDet
     assert type(build('mmpretrain', dict(type='ConditionedXCiT', arch=XCIT))) is ConditionedXCiT
     assert type(build('mmdet', dict(type='ConditionedViT', arch='deit-tiny'))) is ConditionedViTDet
-    assert type(build('mmpretrain', dict(type='ConditionedViT', arch='deit-tiny'))
-                ) is ConditionedViT
+    assert type(build('mmpretrain', dict(type='ConditionedViT',
+                                         arch='deit-tiny'))) is ConditionedViT
     assert type(build('mmdet', dict(type='ConditionedSwin'))) is ConditionedSwinDet
     assert type(build('mmpretrain', dict(type='ConditionedSwin'))) is ConditionedSwin
 
@@ -111,8 +109,10 @@ def test_xcit_presets_equal_mmpretrain_configs():
     import mmpretrain
     from mmengine.config import Config
     short = dict(nano='n', tiny='t', small='s', medium='m', large='l')
-    files = sorted(glob.glob(osp.join(osp.dirname(mmpretrain.__file__),
-                                      '.mim/configs/xcit/xcit-*-p*_8xb128_in1k.py')))
+    files = sorted(
+        glob.glob(
+            osp.join(
+                osp.dirname(mmpretrain.__file__), '.mim/configs/xcit/xcit-*-p*_8xb128_in1k.py')))
     assert len(files) == 14
     for f in files:
         size, depth, patch = osp.basename(f).split('_')[0].split('-')[1:4]
@@ -164,9 +164,9 @@ def _stock(name):
     if name == 'swin-det':
         return DetSwin(), dict(type='ConditionedSwin', arch='tiny')
     if name == 'vit-det':  # stock ViT without class token -> our pyramid's stride-16 level
-        return (VisionTransformer(arch='deit-tiny', img_size=64, with_cls_token=False,
-                                  out_type='featmap'),
-                dict(type='ConditionedViT', arch='deit-tiny', img_size=64))
+        return (VisionTransformer(
+            arch='deit-tiny', img_size=64, with_cls_token=False,
+            out_type='featmap'), dict(type='ConditionedViT', arch='deit-tiny', img_size=64))
     raise KeyError(name)
 
 
@@ -183,11 +183,11 @@ def test_stock_state_dict_loads_and_matches(name, method):
     assert res.unexpected_keys == []
     extra = [k for k in res.missing_keys if not k.endswith('.qkv.correction')]
     assert sorted(extra) == sorted(  # torch fills a missing BN num_batches_tracked itself
-        k for k in ours.state_dict() if name == 'vit-det' and k.startswith('pyramid.')
-        and not k.endswith('num_batches_tracked'))
+        k for k in ours.state_dict()
+        if name == 'vit-det' and k.startswith('pyramid.') and not k.endswith('num_batches_tracked'))
     n_corr = len(res.missing_keys) - len(extra)
-    assert n_corr == (NUM_ATTENTION[name.split('-')[0]] if 'spectral' in str(METHODS[method])
-                      else 0)
+    assert n_corr == (
+        NUM_ATTENTION[name.split('-')[0]] if 'spectral' in str(METHODS[method]) else 0)
     if method == 'off':
         x = torch.randn(2, 3, 64, 64)
         with torch.no_grad():
@@ -228,8 +228,12 @@ def test_detection_init_from_classifier_checkpoint(tmp_path, family):
     cond = METHODS['all']
     path, state = _classifier_checkpoint(tmp_path, dict(cls_cfg, conditioning=cond), family)
     torch.manual_seed(2)
-    det = build('mmdet', dict(det_cfg, conditioning=cond, init_cfg=dict(
-        type='Pretrained', checkpoint=path, prefix='backbone.')))
+    det = build(
+        'mmdet',
+        dict(
+            det_cfg,
+            conditioning=cond,
+            init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')))
     with mmengine_log() as log:
         det.init_weights()
     text = '\n'.join(log)
@@ -259,8 +263,9 @@ def test_checkpoint_with_wrong_keys_is_reported(tmp_path):
     del state['backbone.xca_layers.1.attn.qkv.weight']
     path = str(tmp_path / 'bad.pth')
     torch.save({'state_dict': state}, path)
-    det = build('mmdet', dict(det_cfg, init_cfg=dict(type='Pretrained', checkpoint=path,
-                                                     prefix='backbone.')))
+    det = build(
+        'mmdet',
+        dict(det_cfg, init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.')))
     with mmengine_log() as log:
         det.init_weights()
     text = '\n'.join(log)
@@ -273,9 +278,11 @@ def test_token_conditioning_position_and_class_token(position):
     """The conditioner sees only the patch tokens, before or after the position embedding."""
     torch.manual_seed(0)
     tokens = dict(solver='svd', position=position)
-    model = ConditionedViT(arch=dict(embed_dims=32, num_layers=1, num_heads=2,
-                                     feedforward_channels=64), img_size=32, patch_size=8,
-                           conditioning=dict(tokens=tokens)).eval()
+    model = ConditionedViT(
+        arch=dict(embed_dims=32, num_layers=1, num_heads=2, feedforward_channels=64),
+        img_size=32,
+        patch_size=8,
+        conditioning=dict(tokens=tokens)).eval()
     torch.nn.init.normal_(model.pos_embed)
     torch.nn.init.normal_(model.cls_token)
     seen = []
@@ -298,14 +305,21 @@ def test_token_conditioning_position_and_class_token(position):
 
 
 # ---------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize('cls', [ConditionedXCiT, ConditionedXCiTDet, ConditionedViT,
-                                 ConditionedViTDet, ConditionedSwin, ConditionedSwinDet])
+@pytest.mark.parametrize('cls', [
+    ConditionedXCiT, ConditionedXCiTDet, ConditionedViT, ConditionedViTDet, ConditionedSwin,
+    ConditionedSwinDet
+])
 def test_unknown_arch_lists_valid_ones(cls):
     with pytest.raises(ValueError, match=r'unknown arch .*valid archs: \[') as e:
         cls(arch='huge-ish')
-    valid = {ConditionedXCiT: 's24', ConditionedXCiTDet: 'm24', ConditionedViT: 'deit-small',
-             ConditionedViTDet: 'deit-base', ConditionedSwin: 'small',
-             ConditionedSwinDet: 'base'}[cls]
+    valid = {
+        ConditionedXCiT: 's24',
+        ConditionedXCiTDet: 'm24',
+        ConditionedViT: 'deit-small',
+        ConditionedViTDet: 'deit-base',
+        ConditionedSwin: 'small',
+        ConditionedSwinDet: 'base'
+    }[cls]
     assert repr(valid) in str(e.value)
     with pytest.raises(ValueError, match='lacks'):
         cls(arch=dict(embed_dims=32))
@@ -325,8 +339,9 @@ def test_bad_options():
         ConditionedViTDet(arch='deit-tiny', out_indices=(3, 7))
 
 
-@pytest.mark.parametrize('name', ['xcit-det-p16', 'xcit-det-p8', 'vit-det', 'swin-det',
-                                  'vit-cls', 'swin-cls', 'xcit-cls'])
+@pytest.mark.parametrize(
+    'name',
+    ['xcit-det-p16', 'xcit-det-p8', 'vit-det', 'swin-det', 'vit-cls', 'swin-cls', 'xcit-cls'])
 @pytest.mark.slow
 def test_sizes_not_multiple_of_patch_or_window(name):
     scope, cfg, channels = BACKBONES[name]
@@ -363,9 +378,9 @@ def test_swin_detection_init_refreshes_svd_corrections():
     """mmdet's Swin initialises its weights outside mmengine's init_weights chain; the
     svd corrections must follow the initialised weights."""
     from mmcondattn.conditioning import spectral_correction
-    model = ConditionedSwinDet(arch=dict(embed_dims=16, depths=(2, 2, 2, 2),
-                                         num_heads=(1, 2, 2, 4)),
-                               conditioning=dict(spectral=dict(mode='svd')))
+    model = ConditionedSwinDet(
+        arch=dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4)),
+        conditioning=dict(spectral=dict(mode='svd')))
     qkv = model.stages[1].blocks[1].attn.w_msa.qkv
     before = qkv.weight.detach().clone()
     model.init_weights()
@@ -375,20 +390,22 @@ def test_swin_detection_init_refreshes_svd_corrections():
 
 # stock classifier backbones, and their conditioned forms, of the same architecture
 STOCK = {
-    'vit': (dict(type='VisionTransformer', arch='deit-tiny', img_size=64),
-            dict(type='ConditionedViT', arch='deit-tiny', img_size=64)),
-    'swin': (dict(type='SwinTransformer', arch='tiny', pad_small_map=True),
-             dict(type='ConditionedSwin', arch='tiny', pad_small_map=True)),
+    'vit': (dict(type='VisionTransformer', arch='deit-tiny',
+                 img_size=64), dict(type='ConditionedViT', arch='deit-tiny', img_size=64)),
+    'swin':
+    (dict(type='SwinTransformer', arch='tiny',
+          pad_small_map=True), dict(type='ConditionedSwin', arch='tiny', pad_small_map=True)),
     'xcit': (dict(type='XCiT', **XCIT), dict(type='ConditionedXCiT', arch=XCIT)),
 }
 
 
-@pytest.mark.parametrize('conditioning', [
-    METHODS['all'], dict(spectral=dict(mode='svd'), tokens=dict(position='after_pos_embed'))])
+@pytest.mark.parametrize(
+    'conditioning',
+    [METHODS['all'],
+     dict(spectral=dict(mode='svd'), tokens=dict(position='after_pos_embed'))])
 @pytest.mark.slow
 @pytest.mark.parametrize('family', list(STOCK))
-def test_condition_model_on_a_stock_backbone_equals_the_conditioned_backbone(family,
-                                                                             conditioning):
+def test_condition_model_on_a_stock_backbone_equals_the_conditioned_backbone(family, conditioning):
     """mmcondattn.condition_model is the same conditioning as the registered backbones':
     same classes (children swapped only), same state-dict keys, same outputs."""
     from mmcondattn import condition_model

@@ -13,18 +13,16 @@ import os.path as osp
 
 import pytest
 import torch
+from cond_helpers import METHODS, build, meta_build
+from conftest import REPO, run_tool
 from mmdet.models.backbones import SwinTransformer as DetSwin
 from mmengine.config import Config, ConfigDict
 from mmpretrain.models.backbones import SwinTransformer, VisionTransformer, XCiT
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, ConditionedViT,
-                                         ConditionedViTDet, ConditionedXCiT,
-                                         ConditionedXCiTDet)
+                                         ConditionedViTDet, ConditionedXCiT, ConditionedXCiTDet)
 from mmcondattn.models.backbones.utils import BackboneConfigError
-
-from conftest import REPO, run_tool
-from cond_helpers import METHODS, build, meta_build
 
 VIT = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 SWIN = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2))
@@ -32,10 +30,15 @@ SWIN = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2))
 PAIRS = {
     'xcit-cls': (ConditionedXCiT, XCiT, dict(embed_dims=32, depth=2, num_heads=2), 32),
     'xcit-det': (ConditionedXCiTDet, XCiT,
-                 dict(embed_dims=32, depth=4, num_heads=2, out_indices=(0, 1, 2, 3),
-                      cls_attn_layers=0, out_type='featmap', final_norm=False), 64),
-    'vit-cls': (ConditionedViT, VisionTransformer, dict(arch=VIT, img_size=32, patch_size=8),
-                32),
+                 dict(
+                     embed_dims=32,
+                     depth=4,
+                     num_heads=2,
+                     out_indices=(0, 1, 2, 3),
+                     cls_attn_layers=0,
+                     out_type='featmap',
+                     final_norm=False), 64),
+    'vit-cls': (ConditionedViT, VisionTransformer, dict(arch=VIT, img_size=32, patch_size=8), 32),
     'vit-det': (ConditionedViTDet, VisionTransformer,
                 dict(arch=VIT, img_size=64, with_cls_token=False, out_type='featmap'), 64),
     'swin-cls': (ConditionedSwin, SwinTransformer,
@@ -49,8 +52,10 @@ PAIRS = {
 def stock_arguments(stock, **small):
     """Every argument of ``stock.__init__`` with its default, ``small`` overriding some."""
     params = inspect.signature(stock.__init__).parameters.values()
-    args = {p.name: p.default for p in params
-            if p.name != 'self' and p.default is not inspect.Parameter.empty}
+    args = {
+        p.name: p.default
+        for p in params if p.name != 'self' and p.default is not inspect.Parameter.empty
+    }
     args.update(small)
     return args
 
@@ -79,10 +84,11 @@ def test_every_stock_argument_is_accepted_and_off_equals_stock(name):
 
 
 @pytest.mark.parametrize('ours_cls,explicit,arch', [
-    (ConditionedSwinDet, dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
-     'tiny'),
-    (ConditionedXCiT, dict(embed_dims=384, depth=12, num_heads=8, layer_scale_init_value=1.0,
-                           tokens_norm=True), 's12'),
+    (ConditionedSwinDet, dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24
+                                                                             ]), 'tiny'),
+    (ConditionedXCiT,
+     dict(embed_dims=384, depth=12, num_heads=8, layer_scale_init_value=1.0,
+          tokens_norm=True), 's12'),
     (ConditionedXCiTDet, dict(embed_dims=192, depth=12, num_heads=4), 't12'),
 ])
 @pytest.mark.slow
@@ -108,11 +114,15 @@ def test_arch_and_explicit_values_that_disagree_are_one_error(ours_cls, arch, cl
     assert '\n' not in msg
 
 
-@pytest.mark.parametrize('ours_cls', [ConditionedXCiT, ConditionedXCiTDet, ConditionedViT,
-                                      ConditionedViTDet, ConditionedSwin, ConditionedSwinDet])
+@pytest.mark.parametrize('ours_cls', [
+    ConditionedXCiT, ConditionedXCiTDet, ConditionedViT, ConditionedViTDet, ConditionedSwin,
+    ConditionedSwinDet
+])
 def test_unknown_argument_is_named_with_the_valid_ones(ours_cls):
-    with pytest.raises(BackboneConfigError, match=r"unknown argument\(s\) \['embed_dim'\]; "
-                                                  r"valid arguments: \[.*'init_cfg'"):
+    with pytest.raises(
+            BackboneConfigError,
+            match=r"unknown argument\(s\) \['embed_dim'\]; "
+            r"valid arguments: \[.*'init_cfg'"):
         ours_cls(embed_dim=64)
 
 
@@ -123,8 +133,10 @@ def test_unknown_argument_is_named_with_the_valid_ones(ours_cls):
 def test_detection_forms_refuse_the_stock_values_they_cannot_honour(ours_cls, arg):
     (key, value), = arg.items()
     with pytest.raises(BackboneConfigError, match=f'{key}={value!r} is not supported'):
-        ours_cls(arch=VIT if ours_cls is ConditionedViTDet else dict(embed_dims=32, depth=12,
-                                                                      num_heads=2), **arg)
+        ours_cls(
+            arch=VIT if ours_cls is ConditionedViTDet else dict(
+                embed_dims=32, depth=12, num_heads=2),
+            **arg)
 
 
 # ----------------------------------------------------------------- stock configs, by type
@@ -157,16 +169,17 @@ def test_stock_mmdet_swin_config_swaps_by_type_as_the_docs_say(tmp_path):
 @pytest.mark.slow
 def test_stock_mmpretrain_xcit_config_and_get_model_swap_by_type(tmp_path):
     """Failure 2: ``embed_dims`` given twice, in a config and through ``get_model``."""
-    cfg = _swapped(tmp_path, 'mmpretrain::xcit/xcit-small-12-p16_8xb128_in1k.py',
-                   'ConditionedXCiT', None)
+    cfg = _swapped(tmp_path, 'mmpretrain::xcit/xcit-small-12-p16_8xb128_in1k.py', 'ConditionedXCiT',
+                   None)
     with meta_build():
         model = build('mmpretrain', cfg)
     assert type(model) is ConditionedXCiT and model.embed_dims == 384
     assert len(model.xca_layers) == 12 and model.xca_layers[0].attn.num_heads == 8
 
     from mmpretrain import get_model
-    model = get_model('xcit-nano-12-p16_3rdparty_in1k',
-                      backbone=dict(type='ConditionedXCiT', conditioning=METHODS['precond']))
+    model = get_model(
+        'xcit-nano-12-p16_3rdparty_in1k',
+        backbone=dict(type='ConditionedXCiT', conditioning=METHODS['precond']))
     assert type(model.backbone) is ConditionedXCiT and model.backbone.embed_dims == 128
     assert model.backbone.num_conditioned_attention == 12
 
@@ -248,11 +261,20 @@ def test_bad_backbone_argument_is_one_line_through_the_tools(script, coco_worksp
 
 UNREACHABLE = 'http://127.0.0.1:9/unreachable_in1k.pth'  # port 9: refused at once
 DET = {
-    'xcit': dict(type='ConditionedXCiT', arch=dict(embed_dims=32, depth=4, num_heads=2),
-                 out_indices=(0, 1, 2, 3)),
-    'vit': dict(type='ConditionedViT', arch=VIT, img_size=64),
-    'swin': dict(type='ConditionedSwin', embed_dims=16, depths=(1, 1, 1, 1),
-                 num_heads=(1, 1, 2, 2), convert_weights=True),
+    'xcit':
+    dict(
+        type='ConditionedXCiT',
+        arch=dict(embed_dims=32, depth=4, num_heads=2),
+        out_indices=(0, 1, 2, 3)),
+    'vit':
+    dict(type='ConditionedViT', arch=VIT, img_size=64),
+    'swin':
+    dict(
+        type='ConditionedSwin',
+        embed_dims=16,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 2, 2),
+        convert_weights=True),
 }
 
 
@@ -276,8 +298,10 @@ def test_unreachable_checkpoint_url_is_one_line_through_train(coco_workspace, tm
     cfg.write_text(f"_base_ = '{DEMO_XCIT}'\nmodel = dict(backbone=dict(init_cfg=dict("
                    f"_delete_=True, type='Pretrained', prefix='backbone.', "
                    f"checkpoint='{UNREACHABLE}')))\n")
-    code, err = _run('tools/train.py', [str(cfg), '--work-dir', str(tmp_path / 'w')],
-                     coco_workspace, env={'TORCH_HOME': str(tmp_path / 'torch')})  # nothing cached
+    code, err = _run(
+        'tools/train.py', [str(cfg), '--work-dir', str(tmp_path / 'w')],
+        coco_workspace,
+        env={'TORCH_HOME': str(tmp_path / 'torch')})  # nothing cached
     assert code == 2 and len(err) == 1, err
     assert UNREACHABLE in err[0] and 'model.backbone.init_cfg=None' in err[0]
 
@@ -293,10 +317,13 @@ def test_checkpoint_urls_load_with_weights_only(tmp_path, monkeypatch):
     url = 'https://download.example.org/in1k/xcit_payload.pth'
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     (tmp_path / 'hub' / 'checkpoints').mkdir(parents=True)
-    torch.save({'state_dict': {}, 'payload': Payload()},
-               str(tmp_path / 'hub' / 'checkpoints' / 'xcit_payload.pth'))
-    model = build('mmdet', dict(DET['xcit'], init_cfg=dict(type='Pretrained', checkpoint=url,
-                                                           prefix='backbone.')))
+    torch.save({
+        'state_dict': {},
+        'payload': Payload()
+    }, str(tmp_path / 'hub' / 'checkpoints' / 'xcit_payload.pth'))
+    model = build(
+        'mmdet',
+        dict(DET['xcit'], init_cfg=dict(type='Pretrained', checkpoint=url, prefix='backbone.')))
     with pytest.raises(CheckpointError, match='refused to load .*Payload'):
         model.init_weights()
     assert model.init_cfg['checkpoint'] == url  # the config's value is given back

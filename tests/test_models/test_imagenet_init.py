@@ -11,13 +11,12 @@ from functools import lru_cache
 
 import pytest
 import torch
+from cond_helpers import build, meta_build
+from conftest import REPO
 from mmengine.config import Config
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.compat import replace_syncbn
-
-from conftest import REPO
-from cond_helpers import build, meta_build
 
 COCO_CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO, 'configs/**/*.py'), recursive=True)
@@ -80,9 +79,10 @@ def test_coco_config_starts_from_the_public_imagenet_checkpoint_of_its_arch(path
         with meta_build():  # shapes only
             ours = build('mmdet', dict(b, init_cfg=None))
         if b.type == 'ConditionedXCiT':
-            assert (zoo.embed_dims, zoo.depth, zoo.num_heads, zoo.patch_size) == (
-                ours.embed_dims, len(ours.xca_layers), ours.xca_layers[0].attn.num_heads,
-                ours.patch_embed.patch_size), name
+            assert (zoo.embed_dims, zoo.depth, zoo.num_heads,
+                    zoo.patch_size) == (ours.embed_dims, len(ours.xca_layers),
+                                        ours.xca_layers[0].attn.num_heads,
+                                        ours.patch_embed.patch_size), name
         else:
             assert zoo.type == 'VisionTransformer' and zoo.get('patch_size', 16) == b.patch_size
             assert zoo.arch.replace('deit-', '') == b.arch.replace('deit-', ''), name
@@ -121,16 +121,19 @@ def _cache(tmp_path, monkeypatch, url, ckpt):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('family', ['xcit', 'vit'])
-def test_mmpretrain_zoo_checkpoint_loads_into_the_detection_backbone(family, tmp_path,
-                                                                     monkeypatch):
+def test_mmpretrain_zoo_checkpoint_loads_into_the_detection_backbone(family, tmp_path, monkeypatch):
     from mmpretrain import get_model
     b = _backbone_cfg(BASELINES[family])
     url = b.init_cfg.checkpoint
     torch.manual_seed(0)
     classifier = get_model(zoo_model_of(url))  # the zoo model's own config, random weights
     state = classifier.state_dict()
-    _cache(tmp_path, monkeypatch, url, {'meta': {'mmpretrain_version': '1.0.0'},
-                                        'state_dict': state})
+    _cache(tmp_path, monkeypatch, url, {
+        'meta': {
+            'mmpretrain_version': '1.0.0'
+        },
+        'state_dict': state
+    })
     det = build('mmdet', b)
     det.init_weights()
     loaded = 0
@@ -150,7 +153,6 @@ def test_mmpretrain_zoo_checkpoint_loads_into_the_detection_backbone(family, tmp
 def test_official_swin_release_loads_as_into_mmdets_swin(tmp_path, monkeypatch):
     import timm
     from mmdet.registry import MODELS
-
     from test_converters import _official_swin_layout
     b = _backbone_cfg(BASELINES['swin'])
     url = b.init_cfg.checkpoint
@@ -171,5 +173,5 @@ def test_official_swin_release_loads_as_into_mmdets_swin(tmp_path, monkeypatch):
     assert list(ours.state_dict()) == list(want)
     for k, v in ours.state_dict().items():
         torch.testing.assert_close(v, want[k], rtol=0, atol=0, msg=k)
-    torch.testing.assert_close(ours.patch_embed.projection.weight, ref.patch_embed.proj.weight,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        ours.patch_embed.projection.weight, ref.patch_embed.proj.weight, rtol=0, atol=0)

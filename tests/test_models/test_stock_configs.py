@@ -22,25 +22,27 @@ from functools import lru_cache
 
 import pytest
 import torch
+from cond_helpers import meta_build
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 
-from cond_helpers import meta_build
-
 pytestmark = pytest.mark.slow  # the whole file (see pytest.ini)
 
-FAMILIES = {'VisionTransformer': 'ConditionedViT', 'SwinTransformer': 'ConditionedSwin',
-            'XCiT': 'ConditionedXCiT'}
+FAMILIES = {
+    'VisionTransformer': 'ConditionedViT',
+    'SwinTransformer': 'ConditionedSwin',
+    'XCiT': 'ConditionedXCiT'
+}
 # stock subclasses of the three (found by the walk), with why there is no conditioned form
 NOT_WRAPPED = {
     'DistilledVisionTransformer': 'DeiT with a distillation token: its own forward and '
-                                  'outputs; ConditionedViT extends VisionTransformer itself',
+    'outputs; ConditionedViT extends VisionTransformer itself',
     'DeiT3': 'DeiT III: its own encoder layers (layer scale inside its own attention block)',
     'ViTEVA02': 'EVA-02: rotary position embedding and SwiGLU layers of its own',
     'MoCoV3ViT': 'MoCo v3 pretraining encoder (fixed sin-cos position embedding, frozen '
-                 'patch projection): a self-supervised algorithm part',
+    'patch projection): a self-supervised algorithm part',
     'SimMIMSwinTransformer': 'SimMIM pretraining encoder (mask token, masked forward)',
     'MAEViT': 'MAE pretraining encoder (random masking in its forward)',
     'MFFViT': 'MFF pretraining encoder (an MAEViT)',
@@ -78,9 +80,11 @@ def stock_types():
     stock = (DetSwin, SwinTransformer, VisionTransformer, XCiT)
     names = set()
     for registry in (DET, PRE):
-        names |= {n for n, c in registry.module_dict.items()
-                  if isinstance(c, type) and issubclass(c, stock)
-                  and not n.startswith('Conditioned')}
+        names |= {
+            n
+            for n, c in registry.module_dict.items()
+            if isinstance(c, type) and issubclass(c, stock) and not n.startswith('Conditioned')
+        }
     return sorted(names)
 
 
@@ -123,8 +127,8 @@ def walk():
     found = []
     for scope, paths in candidate_files().items():
         for path in paths:
-            model = Config.fromfile(path, import_custom_modules=False,
-                                    format_python_code=False).get('model') or {}
+            model = Config.fromfile(
+                path, import_custom_modules=False, format_python_code=False).get('model') or {}
             backbone = model.get('backbone') if isinstance(model, dict) else None
             if not isinstance(backbone, dict) or not isinstance(backbone.get('type'), str):
                 continue
@@ -145,8 +149,10 @@ def _build(scope, cfg):
 
 def _swap(cfg, conditioning):
     scope_prefix, _, name = cfg['type'].rpartition('.')
-    return dict(cfg, type=(scope_prefix + '.' if scope_prefix else '') + FAMILIES[name],
-                conditioning=conditioning)
+    return dict(
+        cfg,
+        type=(scope_prefix + '.' if scope_prefix else '') + FAMILIES[name],
+        conditioning=conditioning)
 
 
 def _family(cfg):
@@ -176,15 +182,19 @@ def _check_equal(scope, cfg, stock_cfg):
     if size > EQUAL_MAX_PARAMS:  # layout only: same keys and shapes as the stock class
         with meta_build():
             stock = _build(scope, stock_cfg)
-        assert {k: v.shape for k, v in ours.state_dict().items()} == {
-            k: v.shape for k, v in stock.state_dict().items()}
+        assert {
+            k: v.shape
+            for k, v in ours.state_dict().items()
+        } == {
+            k: v.shape
+            for k, v in stock.state_dict().items()
+        }
         return 'layout'
     stock = _build(scope, stock_cfg)
     stock.eval()  # the stock XCiT's / Swin's eval() returns None
     ours.load_state_dict(stock.state_dict(), strict=True, assign=True)  # shares the tensors
     ours.eval()
-    left = [n for n, t in list(ours.named_parameters()) + list(ours.named_buffers())
-            if t.is_meta]
+    left = [n for n, t in list(ours.named_parameters()) + list(ours.named_buffers()) if t.is_meta]
     assert not left, f'not set from the stock weights: {left[:5]}'
     x = _input(scope, stock_cfg)
     with torch.no_grad():
@@ -239,6 +249,5 @@ def test_every_stock_config_swaps_by_type(scope, family):
         except Exception as e:  # collect all, report together
             failures.append(f'{name}: {type(e).__name__}: {str(e).splitlines()[0]}')
     assert not failures, '\n'.join(failures)
-    print(scope, family, len(configs), 'configs,', len(unique), 'backbones; equal:',
-          dict(checked))
+    print(scope, family, len(configs), 'configs,', len(unique), 'backbones; equal:', dict(checked))
     assert len(unique) >= 2 and checked['output'], (checked, sizes)

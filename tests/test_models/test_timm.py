@@ -2,17 +2,15 @@
 import copy
 
 import pytest
+import timm  # requirements/tests.txt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import Attention
 
-timm = pytest.importorskip('timm')
-from timm.layers import Attention  # noqa: E402
-
-from mmcondattn import condition_model, fold_conditioning  # noqa: E402
-from mmcondattn.conditioning import (ConditioningConfigError, PreconditionedLinear,  # noqa: E402
-                                     SpectralLinear, condition_number,
-                                     condition_tokens, spectral_correction)
+from mmcondattn import condition_model, fold_conditioning
+from mmcondattn.conditioning import (ConditioningConfigError, PreconditionedLinear, SpectralLinear,
+                                     condition_number, condition_tokens, spectral_correction)
 
 # name: (timm model, create_model kwargs, input size)
 MODELS = {
@@ -22,8 +20,12 @@ MODELS = {
                                                   depths=(1, 1, 2, 1)), 32),
     'xcit': ('xcit_nano_12_p16_224', dict(img_size=32), 32),
 }
-ATTENTION = {'vit': Attention, 'deit_distilled': Attention,
-             'swin': timm.models.swin_transformer.WindowAttention, 'xcit': timm.models.xcit.XCA}
+ATTENTION = {
+    'vit': Attention,
+    'deit_distilled': Attention,
+    'swin': timm.models.swin_transformer.WindowAttention,
+    'xcit': timm.models.xcit.XCA
+}
 ALL = dict(precond=dict(), spectral=dict(mode='svd'), tokens=dict())
 
 
@@ -56,8 +58,9 @@ def test_each_method_keeps_classes_and_stock_keys(family):
     model = condition_model(copy.deepcopy(stock), ALL)
     n = len(layers(model, family))
     assert n > 0 and all(type(m) is ATTENTION[family] for m in layers(model, family))
-    assert all(isinstance(m.qkv, SpectralLinear) and isinstance(m.proj, PreconditionedLinear)
-               for m in layers(model, family))
+    assert all(
+        isinstance(m.qkv, SpectralLinear) and isinstance(m.proj, PreconditionedLinear)
+        for m in layers(model, family))
     extra = set(model.state_dict()) - set(stock.state_dict())
     assert set(stock.state_dict()) <= set(model.state_dict())
     assert len(extra) == n and all(k.endswith('.qkv.correction') for k in extra)
@@ -76,8 +79,10 @@ def test_precond_rows_entering_proj_have_unit_norm(family):
     model, x = build(family, torch.float64)
     condition_model(model, dict(precond=dict(eps=1e-12)))  # eps: norms are ‖O‖ / (‖O‖ + eps)
     seen = []
-    hooks = [m.proj.register_forward_hook(lambda mod, a, y: seen.append((mod, y)))
-             for m in layers(model, family)]
+    hooks = [
+        m.proj.register_forward_hook(lambda mod, a, y: seen.append((mod, y)))
+        for m in layers(model, family)
+    ]
     model(x)
     for h in hooks:
         h.remove()
@@ -123,8 +128,8 @@ def test_tokens_are_conditioned_where_position_says(family, position):
     # the stock tokens at the same place: what the conditioner received
     place = stock.patch_embed if position == 'before_pos_embed' else stock.pos_drop
     if position == 'before_pos_embed':
-        place.register_forward_hook(lambda m, a, y: want.update(
-            x=(y[0] if isinstance(y, tuple) else y).flatten(1, -2)))
+        place.register_forward_hook(
+            lambda m, a, y: want.update(x=(y[0] if isinstance(y, tuple) else y).flatten(1, -2)))
     else:
         place.register_forward_pre_hook(lambda m, a: want.update(x=a[0]))
     stock(x)
@@ -140,8 +145,8 @@ def test_tokens_are_conditioned_where_position_says(family, position):
 
 
 def test_precond_refuses_timm_attention_with_a_norm_or_gate_before_proj():
-    for kwargs, what in ((dict(scale_norm=True, norm_layer=nn.LayerNorm), 'LayerNorm'),
-                         (dict(gated=True), 'gated')):
+    for kwargs, what in ((dict(scale_norm=True,
+                               norm_layer=nn.LayerNorm), 'LayerNorm'), (dict(gated=True), 'gated')):
         model = nn.Sequential(Attention(16, num_heads=2, **kwargs))
         with pytest.raises(ConditioningConfigError, match=f'Attention cannot be precond.*{what}'):
             condition_model(model, dict(precond=dict(), spectral=dict()))
@@ -151,19 +156,21 @@ def test_precond_refuses_timm_attention_with_a_norm_or_gate_before_proj():
 
 
 def test_unsupported_models_fail_naming_what_is_supported():
-    with pytest.raises(ConditioningConfigError,
-                       match=r'none of the supported classes: .*timm.layers.attention.Attention'):
+    with pytest.raises(
+            ConditioningConfigError,
+            match=r'none of the supported classes: .*timm.layers.attention.Attention'):
         condition_model(nn.Sequential(nn.Linear(4, 4)), dict(precond=dict()))
-    with pytest.raises(ConditioningConfigError,
-                       match=r'no, supported backbone: .*timm.models.xcit.Xcit'):
+    with pytest.raises(
+            ConditioningConfigError, match=r'no, supported backbone: .*timm.models.xcit.Xcit'):
         condition_model(nn.Sequential(Attention(16, num_heads=2)), dict(tokens=dict()))
 
 
 @pytest.mark.slow
 def test_conditioned_timm_backbone_from_an_mmpretrain_config():
     """Built from mmpretrain's registry (whatever default scope an earlier test left)."""
-    import mmcondattn.openmmlab  # noqa: F401
     from mmengine.registry import DefaultScope
+
+    import mmcondattn.openmmlab  # noqa: F401
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         _timm_backbone_from_config()
 
@@ -212,6 +219,7 @@ def test_record_attention_on_timm_layers(family):
 def test_architecture_doc_example_runs():
     import os.path as osp
     import re
+
     from conftest import REPO
     text = open(osp.join(REPO, 'docs/architecture.md'), encoding='utf-8').read()
     code = re.search(r'<!-- doctest: condition-model -->\n```python\n(.*?)```', text, re.S)

@@ -23,8 +23,9 @@ cond_params = pytest.mark.parametrize('cond', list(CONDITIONING.values()), ids=l
 
 def relative_position_index(window_size):
     """The index of the original Swin-Transformer code (what the upstream test compares to)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window_size[0]), torch.arange(window_size[1]),
-                                        indexing='ij')).flatten(1)  # 2, Wh*Ww
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window_size[0]), torch.arange(window_size[1]),
+                       indexing='ij')).flatten(1)  # 2, Wh*Ww
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous()
     rel[:, :, 0] += window_size[0] - 1
     rel[:, :, 1] += window_size[1] - 1
@@ -108,8 +109,8 @@ def test_window_msa_masked_token_does_not_reach_the_others(cond):
 
 # ----------------------------------------------------------------------- ShiftWindowMSA
 def shift_msa(cond, **kwargs):
-    return ShiftWindowMSA(embed_dims=96, num_heads=4, window_msa=ConditionedWindowMSA,
-                          conditioning=cond, **kwargs)
+    return ShiftWindowMSA(
+        embed_dims=96, num_heads=4, window_msa=ConditionedWindowMSA, conditioning=cond, **kwargs)
 
 
 @cond_params
@@ -132,8 +133,7 @@ def test_shift_window_msa_pad_small_map(cond):
     attn.get_attn_mask = MagicMock(wraps=attn.get_attn_mask)
     x = torch.rand(1, 6 * 7, 96)
     assert attn(x, (6, 7)).shape == x.shape
-    attn.get_attn_mask.assert_called_once_with((7, 7), window_size=7, shift_size=3,
-                                               device=ANY)
+    attn.get_attn_mask.assert_called_once_with((7, 7), window_size=7, shift_size=3, device=ANY)
 
     attn = shift_msa(cond, window_size=7, shift_size=3, pad_small_map=False)
     with pytest.raises(AssertionError, match=r'the window size \(7\)'):
@@ -141,8 +141,7 @@ def test_shift_window_msa_pad_small_map(cond):
     attn.get_attn_mask = MagicMock(wraps=attn.get_attn_mask)
     x = torch.rand(1, 7 * 7, 96)  # the map is one window: no shift
     assert attn(x, (7, 7)).shape == x.shape
-    attn.get_attn_mask.assert_called_once_with((7, 7), window_size=7, shift_size=0,
-                                               device=ANY)
+    attn.get_attn_mask.assert_called_once_with((7, 7), window_size=7, shift_size=0, device=ANY)
 
 
 @cond_params
@@ -175,8 +174,7 @@ def test_mha_off_equals_stock(options):
 @cond_params
 @pytest.mark.parametrize('options', list(MHA_OPTIONS.values()), ids=list(MHA_OPTIONS))
 def test_mha_options_hold_with_conditioning(cond, options):
-    attn = ConditionedMultiheadAttention(embed_dims=96, num_heads=4, conditioning=cond,
-                                         **options)
+    attn = ConditionedMultiheadAttention(embed_dims=96, num_heads=4, conditioning=cond, **options)
     x = torch.rand(2, 10, options.get('input_dims', 96))
     assert attn(x).shape == (2, 10, 96)
     assert (attn.qkv.bias is None) == (options.get('qkv_bias', True) is False)
@@ -188,8 +186,13 @@ def test_mha_options_hold_with_conditioning(cond, options):
 def test_mha_v_shortcut(cond):
     # v_shortcut (one head, as the stock layer requires) adds v, the qkv output's third
     # block, to the output; with spectral on, v is that of W + C
-    attn = ConditionedMultiheadAttention(embed_dims=96, num_heads=1, input_dims=48,
-                                         v_shortcut=True, proj_drop=1.0, conditioning=cond)
+    attn = ConditionedMultiheadAttention(
+        embed_dims=96,
+        num_heads=1,
+        input_dims=48,
+        v_shortcut=True,
+        proj_drop=1.0,
+        conditioning=cond)
     attn.train()  # proj_drop=1 zeroes the projection: the output is v alone
     x = torch.rand(2, 10, 48)
     v = attn.qkv(x)[..., 2 * 96:]  # (B, N, 96)

@@ -19,60 +19,63 @@ from mmcondattn.models.backbones import (ConditionedSwin, ConditionedSwinDet, Co
 from mmcondattn.models.backbones.utils import BackboneConfigError
 
 ALL = dict(precond=dict(), spectral=dict(lam=1.), tokens=dict(solver='svd'))
-VIT = dict(arch=dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64),
-           img_size=32, patch_size=8)
-SWIN = dict(arch=dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2)), img_size=32,
-            window_size=4, out_indices=(1, ))
+VIT = dict(
+    arch=dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=64),
+    img_size=32,
+    patch_size=8)
+SWIN = dict(
+    arch=dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2)),
+    img_size=32,
+    window_size=4,
+    out_indices=(1, ))
 DSWIN = dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), window_size=2)
 XCIT = dict(embed_dims=32, depth=3, num_heads=2, cls_attn_layers=1)
 
 # name: (ours, stock, arguments, input H, W)
 CASES = {
     'vit-out_type-raw': (ConditionedViT, VisionTransformer, dict(VIT, out_type='raw'), (32, 32)),
-    'vit-out_type-featmap': (ConditionedViT, VisionTransformer, dict(VIT, out_type='featmap'),
-                             (32, 32)),
-    'vit-out_type-avg_featmap': (ConditionedViT, VisionTransformer,
-                                 dict(VIT, out_type='avg_featmap'), (32, 32)),
-    'vit-out_indices': (ConditionedViT, VisionTransformer, dict(VIT, out_indices=[-3, -2, -1]),
-                        (32, 32)),
+    'vit-out_type-featmap': (ConditionedViT, VisionTransformer, dict(VIT,
+                                                                     out_type='featmap'), (32, 32)),
+    'vit-out_type-avg_featmap':
+    (ConditionedViT, VisionTransformer, dict(VIT, out_type='avg_featmap'), (32, 32)),
+    'vit-out_indices': (ConditionedViT, VisionTransformer, dict(VIT, out_indices=[-3, -2,
+                                                                                  -1]), (32, 32)),
     'vit-odd-size': (ConditionedViT, VisionTransformer, dict(VIT, out_type='featmap'), (40, 57)),
     'vit-no-cls-token': (ConditionedViT, VisionTransformer,
                          dict(VIT, with_cls_token=False, out_type='featmap'), (32, 32)),
-    'vit-frozen_stages': (ConditionedViT, VisionTransformer, dict(VIT, frozen_stages=2),
-                          (32, 32)),
+    'vit-frozen_stages': (ConditionedViT, VisionTransformer, dict(VIT, frozen_stages=2), (32, 32)),
     'vit-pre_norm-layer_scale': (ConditionedViT, VisionTransformer,
                                  dict(VIT, pre_norm=True, layer_scale_init_value=0.1), (32, 32)),
-    'swin-out_indices': (ConditionedSwin, SwinTransformer, dict(SWIN, out_indices=(0, 1)),
-                         (32, 32)),
-    'swin-out_after_downsample': (ConditionedSwin, SwinTransformer,
-                                  dict(SWIN, out_indices=(0, 1), out_after_downsample=True),
-                                  (32, 32)),
-    'swin-odd-size-pad_small_map': (ConditionedSwin, SwinTransformer,
-                                    dict(SWIN, pad_small_map=True), (37, 45)),
-    'swin-frozen_stages-norm_eval': (ConditionedSwin, SwinTransformer,
-                                     dict(SWIN, frozen_stages=0, norm_eval=True,
-                                          out_indices=(0, 1)), (32, 32)),
-    'swin-abs_pos_embed': (ConditionedSwin, SwinTransformer,
-                           dict(SWIN, use_abs_pos_embed=True), (32, 32)),
+    'swin-out_indices': (ConditionedSwin, SwinTransformer, dict(SWIN,
+                                                                out_indices=(0, 1)), (32, 32)),
+    'swin-out_after_downsample':
+    (ConditionedSwin, SwinTransformer, dict(SWIN, out_indices=(0, 1),
+                                            out_after_downsample=True), (32, 32)),
+    'swin-odd-size-pad_small_map':
+    (ConditionedSwin, SwinTransformer, dict(SWIN, pad_small_map=True), (37, 45)),
+    'swin-frozen_stages-norm_eval':
+    (ConditionedSwin, SwinTransformer,
+     dict(SWIN, frozen_stages=0, norm_eval=True, out_indices=(0, 1)), (32, 32)),
+    'swin-abs_pos_embed': (ConditionedSwin, SwinTransformer, dict(SWIN, use_abs_pos_embed=True),
+                           (32, 32)),
     'swin-with_cp': (ConditionedSwin, SwinTransformer, dict(SWIN, with_cp=True), (32, 32)),
     'swin-det-odd-size': (ConditionedSwinDet, DetSwin, DSWIN, (50, 70)),
     'swin-det-out_indices-frozen_stages': (ConditionedSwinDet, DetSwin,
-                                           dict(DSWIN, out_indices=(1, 3), frozen_stages=1),
-                                           (64, 64)),
-    'swin-det-strides-abs_pos_embed': (ConditionedSwinDet, DetSwin,
-                                       dict(DSWIN, use_abs_pos_embed=True, pretrain_img_size=64,
-                                            strides=(4, 2, 2, 2)), (64, 64)),
+                                           dict(DSWIN, out_indices=(1, 3),
+                                                frozen_stages=1), (64, 64)),
+    'swin-det-strides-abs_pos_embed':
+    (ConditionedSwinDet, DetSwin,
+     dict(DSWIN, use_abs_pos_embed=True, pretrain_img_size=64, strides=(4, 2, 2, 2)), (64, 64)),
     'swin-det-with_cp': (ConditionedSwinDet, DetSwin, dict(DSWIN, with_cp=True), (64, 64)),
     'xcit-out_type-featmap': (ConditionedXCiT, XCiT,
                               dict(XCIT, out_type='featmap', out_indices=(0, 2, 3)), (32, 32)),
     'xcit-out_type-raw': (ConditionedXCiT, XCiT, dict(XCIT, out_type='raw'), (32, 32)),
-    'xcit-out_type-avg_featmap': (ConditionedXCiT, XCiT, dict(XCIT, out_type='avg_featmap'),
-                                  (32, 32)),
+    'xcit-out_type-avg_featmap': (ConditionedXCiT, XCiT, dict(XCIT,
+                                                              out_type='avg_featmap'), (32, 32)),
     'xcit-patch8-odd-size': (ConditionedXCiT, XCiT, dict(XCIT, patch_size=8), (40, 56)),
     'xcit-frozen_stages': (ConditionedXCiT, XCiT, dict(XCIT, frozen_stages=3), (32, 32)),
     'xcit-no-pos-embed-tokens_norm': (ConditionedXCiT, XCiT,
-                                      dict(XCIT, use_pos_embed=False, tokens_norm=True),
-                                      (32, 32)),
+                                      dict(XCIT, use_pos_embed=False, tokens_norm=True), (32, 32)),
 }
 
 
@@ -194,10 +197,11 @@ def test_unknown_arch_lists_the_valid_ones_instead_of_a_bare_assertion(ours_cls,
         ours_cls(arch='unknown')
 
 
-@pytest.mark.parametrize('args', [dict(pretrain_img_size=(224, 224, 224)),
-                                  dict(pretrained='a.pth', init_cfg=dict(type='Pretrained',
-                                                                         checkpoint='b.pth')),
-                                  dict(pretrained=123)])
+@pytest.mark.parametrize('args', [
+    dict(pretrain_img_size=(224, 224, 224)),
+    dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')),
+    dict(pretrained=123)
+])
 def test_mmdet_swin_argument_checks_are_the_stock_ones(args):
     """mmdet's test_swin: the same arguments are refused the same way."""
     with pytest.raises(Exception) as want:

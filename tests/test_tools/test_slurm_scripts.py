@@ -4,7 +4,6 @@ import os
 import stat
 
 import pytest
-
 from conftest import REPO, run_tool
 
 FAKE_SRUN = '#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$SRUN_LOG"\n'
@@ -30,7 +29,11 @@ def srun_log(tmp_path, monkeypatch):
 def test_srun_command_line(srun_log, tmp_path, script, tool, fourth):
     last = 'work_dirs/x' if 'train' in script else 'epoch_36.pth'
     r = run_tool([script, 'gpu', 'xcit', 'configs/mask_rcnn_xcit_precond.py', last, '--amp'],
-                 cwd=tmp_path, env={'GPUS': '16', 'GPUS_PER_NODE': '8'})
+                 cwd=tmp_path,
+                 env={
+                     'GPUS': '16',
+                     'GPUS_PER_NODE': '8'
+                 })
     assert r.returncode == 0, r.stderr
     args = srun_log.read_text().splitlines()
     assert args[:2] == ['-p', 'gpu']
@@ -44,5 +47,6 @@ def test_srun_command_line(srun_log, tmp_path, script, tool, fourth):
 def test_missing_arguments_are_one_line(tmp_path):
     r = run_tool(['tools/slurm_train.sh', 'gpu', 'job'], cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip().startswith("usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR")
+    assert r.stderr.strip().startswith(
+        "usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR")
     assert r.stderr.count("\n") == 1

@@ -3,15 +3,17 @@ CPU training, and one-line errors that leave existing work untouched."""
 import os.path as osp
 
 import pytest
-
 from conftest import DEMO_CONFIG, run_tool
+
 from mmcondattn.analysis.logs import scalars_records
 
 pytestmark = pytest.mark.e2e  # the whole file (see pytest.ini)
 
 # 8 train images, batch 2: 4 iterations an epoch.
-SHORT = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-         'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
+SHORT = [
+    '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+    'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1'
+]
 
 
 def _ckpt_meta(path):
@@ -48,16 +50,21 @@ def test_fresh_run_refuses_a_work_dir_with_checkpoints(trained, coco_workspace):
 
 def test_resume_continues_from_the_saved_iteration(trained, coco_workspace):
     opts = [o.replace('max_epochs=1', 'max_epochs=2') for o in SHORT]
-    r = run_tool(['tools/train.py', DEMO_CONFIG, '--work-dir', trained, '--resume'] + opts,
-                 cwd=coco_workspace)
+    r = run_tool(
+        ['tools/train.py', DEMO_CONFIG, '--work-dir', trained, '--resume'] + opts,
+        cwd=coco_workspace)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'resumed epoch: 1, iter: 4' in r.stdout + r.stderr
     assert _ckpt_meta(osp.join(trained, 'epoch_2.pth'))['iter'] == 8
 
 
 def test_test_tool_evaluates_a_checkpoint(trained, coco_workspace):
-    r = run_tool(['tools/test.py', DEMO_CONFIG, osp.join(trained, 'epoch_1.pth'),
-                  '--work-dir', str(coco_workspace / 'work_dirs/test')], cwd=coco_workspace)
+    r = run_tool([
+        'tools/test.py', DEMO_CONFIG,
+        osp.join(trained, 'epoch_1.pth'), '--work-dir',
+        str(coco_workspace / 'work_dirs/test')
+    ],
+                 cwd=coco_workspace)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert 'coco/bbox_mAP' in out and 'coco/segm_mAP' in out
@@ -65,8 +72,10 @@ def test_test_tool_evaluates_a_checkpoint(trained, coco_workspace):
 
 def test_two_process_cpu_dist_train(coco_workspace):
     wd = str(coco_workspace / 'work_dirs/dist')
-    r = run_tool(['tools/dist_train.sh', DEMO_CONFIG, '2', '--work-dir', wd] + SHORT,
-                 cwd=coco_workspace, env={'PORT': '29512'})
+    r = run_tool(
+        ['tools/dist_train.sh', DEMO_CONFIG, '2', '--work-dir', wd] + SHORT,
+        cwd=coco_workspace,
+        env={'PORT': '29512'})
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert osp.isfile(osp.join(wd, 'epoch_1.pth'))
     assert 'process group: gloo' in r.stdout + r.stderr
@@ -77,7 +86,8 @@ def test_two_process_cpu_dist_train(coco_workspace):
 @pytest.mark.parametrize('case', ['config', 'dataset', 'checkpoint', 'corrupt'])
 def test_bad_inputs_give_one_line(case, tmp_path, coco_workspace):
     if case == 'config':
-        args, cwd, expect = ['tools/train.py', str(tmp_path / 'nope.py')], tmp_path, 'config file not found'
+        args, cwd, expect = ['tools/train.py',
+                             str(tmp_path / 'nope.py')], tmp_path, 'config file not found'
     elif case == 'dataset':  # tmp_path has no data/ folder
         args, cwd, expect = ['tools/train.py', DEMO_CONFIG], tmp_path, 'dataset ann_file not found'
     elif case == 'checkpoint':

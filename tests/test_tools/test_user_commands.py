@@ -4,9 +4,8 @@ tools/dist_test.sh on its checkpoint, and one-line errors for configs whose data
 import os.path as osp
 
 import pytest
-from mmengine.config import Config
-
 from conftest import DEMO_CONFIG, REPO, run_tool
+from mmengine.config import Config
 
 pytestmark = pytest.mark.e2e  # the whole file (see pytest.ini)
 
@@ -31,14 +30,19 @@ def _toy_override(config, out):
 def test_headline_config_dist_train_then_dist_test(coco_workspace, tmp_path):
     toy = _toy_override(HEADLINE, tmp_path / 'mask_rcnn_xcit_precond_shapes.py')
     wd = str(coco_workspace / 'work_dirs/headline')
-    r = run_tool(['tools/dist_train.sh', toy, '2', '--work-dir', wd], cwd=coco_workspace,
+    r = run_tool(['tools/dist_train.sh', toy, '2', '--work-dir', wd],
+                 cwd=coco_workspace,
                  env={'PORT': '29531'})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert 'SyncBN -> BN' in out  # the config's SyncBN, converted for CPU processes
     assert osp.isfile(osp.join(wd, 'epoch_1.pth'))
-    r = run_tool(['tools/dist_test.sh', toy, osp.join(wd, 'epoch_1.pth'), '2', '--work-dir',
-                  str(coco_workspace / 'work_dirs/headline_test')], cwd=coco_workspace,
+    r = run_tool([
+        'tools/dist_test.sh', toy,
+        osp.join(wd, 'epoch_1.pth'), '2', '--work-dir',
+        str(coco_workspace / 'work_dirs/headline_test')
+    ],
+                 cwd=coco_workspace,
                  env={'PORT': '29532'})
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
@@ -54,4 +58,5 @@ def test_config_without_its_dataset_says_where_data_is_expected(config, expect, 
     assert r.returncode == 2
     err = r.stderr.strip()
     assert err.count('\n') == 0 and expect in err and '--cfg-options' in err, err
-    assert not (tmp_path / 'work_dirs').exists() or not list((tmp_path / 'work_dirs').rglob('*.pth'))
+    assert not (tmp_path / 'work_dirs').exists() or not list(
+        (tmp_path / 'work_dirs').rglob('*.pth'))

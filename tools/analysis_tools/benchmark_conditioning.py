@@ -37,31 +37,52 @@ def parse_hw(text: str):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--families', nargs='+', default=list(FAMILIES),
-                   help=f'backbone families (default: all of {", ".join(FAMILIES)})')
-    p.add_argument('--methods', nargs='+', default=list(METHODS),
-                   help=f'methods (default: all of {", ".join(METHODS)})')
-    p.add_argument('--sizes', nargs='+', default=list(SIZES),
-                   help='cls (classification form) and/or det (detection form; also the '
-                   'whole-detector rows)')
-    p.add_argument('--img-size', nargs='+', default=[], metavar='SIZE=HxW',
-                   help='input sizes, e.g. cls=224 det=800x1333 (defaults: cls 224, det 512 '
-                   'on CPU / 800x1333 on GPU; --tiny: 32 and 64)')
-    p.add_argument('--batch-size', type=int, default=None,
-                   help='classification batch (default 4 on CPU, 8 on GPU)')
-    p.add_argument('--det-batch-size', type=int, default=None,
-                   help='detection batch (default 1 on CPU, 2 on GPU)')
-    p.add_argument('--repeats', type=int, default=7,
-                   help='timed rounds (each model once per round; medians)')
+    p.add_argument(
+        '--families',
+        nargs='+',
+        default=list(FAMILIES),
+        help=f'backbone families (default: all of {", ".join(FAMILIES)})')
+    p.add_argument(
+        '--methods',
+        nargs='+',
+        default=list(METHODS),
+        help=f'methods (default: all of {", ".join(METHODS)})')
+    p.add_argument(
+        '--sizes',
+        nargs='+',
+        default=list(SIZES),
+        help='cls (classification form) and/or det (detection form; also the '
+        'whole-detector rows)')
+    p.add_argument(
+        '--img-size',
+        nargs='+',
+        default=[],
+        metavar='SIZE=HxW',
+        help='input sizes, e.g. cls=224 det=800x1333 (defaults: cls 224, det 512 '
+        'on CPU / 800x1333 on GPU; --tiny: 32 and 64)')
+    p.add_argument(
+        '--batch-size',
+        type=int,
+        default=None,
+        help='classification batch (default 4 on CPU, 8 on GPU)')
+    p.add_argument(
+        '--det-batch-size',
+        type=int,
+        default=None,
+        help='detection batch (default 1 on CPU, 2 on GPU)')
+    p.add_argument(
+        '--repeats', type=int, default=7, help='timed rounds (each model once per round; medians)')
     p.add_argument('--warmup', type=int, default=2, help='untimed calls per model first')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--tiny', action='store_true', help='tiny archs and images (tests)')
-    p.add_argument('--no-layers', action='store_true',
-                   help='skip the table of single attention layers')
+    p.add_argument(
+        '--no-layers', action='store_true', help='skip the table of single attention layers')
     p.add_argument('--no-detector', action='store_true', help='skip the Mask R-CNN rows')
     p.add_argument('--no-solvers', action='store_true', help='skip the token-solver table')
-    p.add_argument('--out', help='markdown file to write (replaces only the part between '
-                   '<!-- benchmark:begin --> and <!-- benchmark:end --> if it has them)')
+    p.add_argument(
+        '--out',
+        help='markdown file to write (replaces only the part between '
+        '<!-- benchmark:begin --> and <!-- benchmark:end --> if it has them)')
     args = p.parse_args(argv)
     try:
         img_size = {}
@@ -75,12 +96,19 @@ def parse_args(argv=None):
     batch = {k: v for k, v in (('cls', args.batch_size), ('det', args.det_batch_size)) if v}
     try:
         settings = BenchmarkSettings(
-            families=args.families, methods=args.methods, sizes=args.sizes,
-            img_size=img_size, batch_size=batch, repeats=args.repeats, warmup=args.warmup,
-            device=args.device, tiny=args.tiny, layers=not args.no_layers,
-            detectors=() if args.no_detector else [
-                (label, cfg if cfg.startswith('mmdet::') else osp.join(REPO, cfg))
-                for label, cfg in DETECTORS],
+            families=args.families,
+            methods=args.methods,
+            sizes=args.sizes,
+            img_size=img_size,
+            batch_size=batch,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            device=args.device,
+            tiny=args.tiny,
+            layers=not args.no_layers,
+            detectors=() if args.no_detector else
+            [(label, cfg if cfg.startswith('mmdet::') else osp.join(REPO, cfg))
+             for label, cfg in DETECTORS],
             solvers=not args.no_solvers)
     except ValueError as e:
         p.error(str(e))
@@ -89,8 +117,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args, settings = parse_args(argv)
-    text = render_markdown(run_benchmark(settings), command_line(
-        sys.argv if argv is None else [sys.argv[0], *argv], root=REPO))
+    text = render_markdown(
+        run_benchmark(settings),
+        command_line(sys.argv if argv is None else [sys.argv[0], *argv], root=REPO))
     if args.out:
         write_markdown(args.out, text)
         print(f'wrote {args.out}')

@@ -43,21 +43,40 @@ def parse_args(argv=None):
         description='Condition numbers of attention layers per layer (models at init or from '
         'checkpoints) or over training (--logs)')
     p.add_argument('config', nargs='?', help='config file')
-    p.add_argument('checkpoints', nargs='*', metavar='checkpoint',
-                   help='checkpoints of CONFIG, one model each (none: the initialised model)')
-    p.add_argument('--compare', nargs='+', default=[], metavar='CONFIG[=CHECKPOINT]',
-                   help='more models, each a config at init or config=checkpoint')
-    p.add_argument('--logs', nargs='+', metavar='WORK_DIR',
-                   help='plot κ over training from the ConditionMonitorHook logs of these runs')
+    p.add_argument(
+        'checkpoints',
+        nargs='*',
+        metavar='checkpoint',
+        help='checkpoints of CONFIG, one model each (none: the initialised model)')
+    p.add_argument(
+        '--compare',
+        nargs='+',
+        default=[],
+        metavar='CONFIG[=CHECKPOINT]',
+        help='more models, each a config at init or config=checkpoint')
+    p.add_argument(
+        '--logs',
+        nargs='+',
+        metavar='WORK_DIR',
+        help='plot κ over training from the ConditionMonitorHook logs of these runs')
     p.add_argument('--labels', nargs='+', help='one label per model (or per work dir)')
     p.add_argument('--out-dir', default='work_dirs/conditioning', help='where outputs go')
     p.add_argument('--num-images', type=int, default=2, help='probe images (default 2)')
-    p.add_argument('--img-size', type=int, default=224,
-                   help='side of the generated images when the dataset is absent (default 224)')
-    p.add_argument('--seed', type=int, default=0,
-                   help='seed of the initialisation and the generated images (default 0)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override settings in every config, key=value')
+    p.add_argument(
+        '--img-size',
+        type=int,
+        default=224,
+        help='side of the generated images when the dataset is absent (default 224)')
+    p.add_argument(
+        '--seed',
+        type=int,
+        default=0,
+        help='seed of the initialisation and the generated images (default 0)')
+    p.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in every config, key=value')
     args = p.parse_args(argv)
     if args.logs and (args.config or args.compare):
         p.error('--logs takes work dirs only, not configs')
@@ -107,8 +126,9 @@ def main(argv=None):
         print('wrote conditioning_logs.md, conditioning_logs.csv, conditioning_logs.png to '
               f'{args.out_dir}')
         return dict(runs=runs, plotted=plotted)
-    out = report.measure_models(model_specs(args), args.out_dir, args.num_images,
-                                args.img_size, args.seed, args.cfg_options)
+    out = report.measure_models(
+        model_specs(args), args.out_dir, args.num_images, args.img_size, args.seed,
+        args.cfg_options)
     for label, src in out['sources'].items():
         print(f'{label}: {src}')
     print(f'wrote conditioning.md, conditioning.csv, conditioning_heads.csv, '

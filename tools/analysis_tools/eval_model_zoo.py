@@ -26,20 +26,38 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Evaluate model-zoo checkpoints against the '
                                 'metrics recorded in the metafiles')
-    p.add_argument('--model-index', default=osp.join(REPO, 'model-index.yml'),
-                   help='model index (default: the repository\'s model-index.yml)')
-    p.add_argument('--checkpoints', metavar='DIR',
-                   help='folder holding <Name>.pth for the models to evaluate')
-    p.add_argument('--checkpoint', metavar='NAME=PATH', action='append', default=[],
-                   help='checkpoint of one model (repeatable)')
-    p.add_argument('--filter', metavar='REGEX', default=None,
-                   help='only models whose name or config path matches (re.search)')
-    p.add_argument('--tolerance', type=float, default=0.1,
-                   help='allowed |measured - recorded|, in the metric\'s unit (AP points, %%)')
-    p.add_argument('--work-dir', default='work_dirs/eval_model_zoo',
-                   help='work dir of the evaluations (one folder per model)')
-    p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
-                   help='passed to tools/test.py (e.g. a data_root)')
+    p.add_argument(
+        '--model-index',
+        default=osp.join(REPO, 'model-index.yml'),
+        help='model index (default: the repository\'s model-index.yml)')
+    p.add_argument(
+        '--checkpoints', metavar='DIR', help='folder holding <Name>.pth for the models to evaluate')
+    p.add_argument(
+        '--checkpoint',
+        metavar='NAME=PATH',
+        action='append',
+        default=[],
+        help='checkpoint of one model (repeatable)')
+    p.add_argument(
+        '--filter',
+        metavar='REGEX',
+        default=None,
+        help='only models whose name or config path matches (re.search)')
+    p.add_argument(
+        '--tolerance',
+        type=float,
+        default=0.1,
+        help='allowed |measured - recorded|, in the metric\'s unit (AP points, %%)')
+    p.add_argument(
+        '--work-dir',
+        default='work_dirs/eval_model_zoo',
+        help='work dir of the evaluations (one folder per model)')
+    p.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=None,
+        metavar='KEY=VALUE',
+        help='passed to tools/test.py (e.g. a data_root)')
     p.add_argument('--timeout', type=int, default=3600, help='seconds per evaluation')
     p.add_argument('--json', metavar='FILE', help='also write the rows as JSON')
     args = p.parse_args(argv)
@@ -68,8 +86,10 @@ def main(argv=None):
         if unknown:
             raise ZooError(f'--checkpoint names models not in the index: {unknown}')
         pattern = re.compile(args.filter) if args.filter else None
-        selected = [m for m in models if pattern is None or pattern.search(m['Name'])
-                    or pattern.search(osp.relpath(m['Config'], REPO))]
+        selected = [
+            m for m in models if pattern is None or pattern.search(m['Name'])
+            or pattern.search(osp.relpath(m['Config'], REPO))
+        ]
         recorded = {m['Name']: recorded_metrics(m) for m in selected}
     except (ZooError, re.error) as e:
         print(f'error: {e}', file=sys.stderr)
@@ -82,19 +102,35 @@ def main(argv=None):
             skipped.append(m['Name'])
             continue
         print(f"evaluating {m['Name']} ({ckpt}) ...", flush=True)
-        metrics, error = evaluate(m, ckpt, args.work_dir, args.cfg_options, args.timeout,
-                                  REPO)
+        metrics, error = evaluate(m, ckpt, args.work_dir, args.cfg_options, args.timeout, REPO)
         if error:
-            rows.append(dict(model=m['Name'], metric=', '.join(recorded[m['Name']]) or '-',
-                             recorded=None, measured=None, status='error', error=error))
+            rows.append(
+                dict(
+                    model=m['Name'],
+                    metric=', '.join(recorded[m['Name']]) or '-',
+                    recorded=None,
+                    measured=None,
+                    status='error',
+                    error=error))
             continue
-        for metric, rec, measured, status in compare(recorded[m['Name']], metrics,
-                                                     args.tolerance):
-            rows.append(dict(model=m['Name'], metric=metric, recorded=rec,
-                             measured=measured, status=status, checkpoint=ckpt))
+        for metric, rec, measured, status in compare(recorded[m['Name']], metrics, args.tolerance):
+            rows.append(
+                dict(
+                    model=m['Name'],
+                    metric=metric,
+                    recorded=rec,
+                    measured=measured,
+                    status=status,
+                    checkpoint=ckpt))
         if not rows or rows[-1]['model'] != m['Name']:
-            rows.append(dict(model=m['Name'], metric='-', recorded=None, measured=None,
-                             status='error', error='no known metric in the evaluation log'))
+            rows.append(
+                dict(
+                    model=m['Name'],
+                    metric='-',
+                    recorded=None,
+                    measured=None,
+                    status='error',
+                    error='no known metric in the evaluation log'))
 
     print_table(rows, skipped)
     if args.json:

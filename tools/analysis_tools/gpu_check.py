@@ -20,10 +20,13 @@ from mmcondattn.engine.launch import exits_cleanly  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--dry-run', action='store_true',
-                   help='run on CPU at tiny sizes (what needs CUDA is reported as skipped)')
-    p.add_argument('--out', help='report folder, new or empty (default: '
-                   'work_dirs/gpu_check/<timestamp>)')
+    p.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='run on CPU at tiny sizes (what needs CUDA is reported as skipped)')
+    p.add_argument(
+        '--out', help='report folder, new or empty (default: '
+        'work_dirs/gpu_check/<timestamp>)')
     return p.parse_args(argv)
 
 

@@ -25,10 +25,12 @@ from mmcondattn.datasets.fashion_mnist import (DEBIAN_DIR, DEBIAN_PACKAGE, DOWNL
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('out_dir', nargs='?', default='data/fashion_mnist')
-    p.add_argument('--src', default=DEBIAN_DIR,
-                   help=f'folder with the IDX files (default {DEBIAN_DIR})')
-    p.add_argument('--no-install', action='store_true',
-                   help=f'do not try to install the Debian package {DEBIAN_PACKAGE}')
+    p.add_argument(
+        '--src', default=DEBIAN_DIR, help=f'folder with the IDX files (default {DEBIAN_DIR})')
+    p.add_argument(
+        '--no-install',
+        action='store_true',
+        help=f'do not try to install the Debian package {DEBIAN_PACKAGE}')
     return p.parse_args(argv)
 
 
@@ -64,10 +66,12 @@ def main(argv=None):
         why = install_package() or f'the package installed no files in {args.src}'
         sources = find_sources(dirs)
     if sources is None:
-        print(f'error: Fashion-MNIST not found in {args.src} or {args.out_dir} and the Debian '
-              f'package {DEBIAN_PACKAGE} could not be had ({why}); download '
-              f'{", ".join(n + ".gz" for n in FILES)} from {DOWNLOAD_URL} into {args.out_dir}/ '
-              'and run this again', file=sys.stderr)
+        print(
+            f'error: Fashion-MNIST not found in {args.src} or {args.out_dir} and the Debian '
+            f'package {DEBIAN_PACKAGE} could not be had ({why}); download '
+            f'{", ".join(n + ".gz" for n in FILES)} from {DOWNLOAD_URL} into {args.out_dir}/ '
+            'and run this again',
+            file=sys.stderr)
         return 2
     try:
         paths = prepare_fashion_mnist(sources, args.out_dir)

@@ -15,8 +15,11 @@ from mmcondattn.converters.cli import run_converter
 
 
 def _options(parser):
-    parser.add_argument('--family', choices=('xcit', 'vit', 'swin'), default=None,
-                        help='backbone family (default: guessed from the keys)')
+    parser.add_argument(
+        '--family',
+        choices=('xcit', 'vit', 'swin'),
+        default=None,
+        help='backbone family (default: guessed from the keys)')
 
 
 def main(argv=None):

@@ -8,6 +8,6 @@ from .vit import ConditionedViT, ConditionedViTDet
 from .xcit import ConditionedXCiT, ConditionedXCiTDet
 
 __all__ = [
-    'SimplePyramid', 'ConditionedSwin', 'ConditionedSwinDet', 'ConditionedViT',
-    'ConditionedViTDet', 'ConditionedXCiT', 'ConditionedXCiTDet', 'ConditionedTIMMBackbone'
+    'SimplePyramid', 'ConditionedSwin', 'ConditionedSwinDet', 'ConditionedViT', 'ConditionedViTDet',
+    'ConditionedXCiT', 'ConditionedXCiTDet', 'ConditionedTIMMBackbone'
 ]

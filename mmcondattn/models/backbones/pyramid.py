@@ -55,7 +55,8 @@ class SimplePyramid(nn.Module):
         super().__init__()
         if patch_size == 16:
             self.fpn1 = nn.Sequential(
-                _up(channels), build_norm_layer(norm_cfg, channels)[1], nn.GELU(), _up(channels))
+                _up(channels),
+                build_norm_layer(norm_cfg, channels)[1], nn.GELU(), _up(channels))
             self.fpn2 = nn.Sequential(_up(channels))
             self.fpn3 = nn.Identity()
             self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)

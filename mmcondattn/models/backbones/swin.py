@@ -19,8 +19,8 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 
 from mmcondattn.conditioning import recompute_corrections
 from mmcondattn.conditioning.model import BackboneAdapter, register_backbone
-from .utils import (DropInBackbone, attach_conditioning, check_arch, check_kwargs,
-                    local_pretrained, resolve_arch)
+from .utils import (DropInBackbone, attach_conditioning, check_arch, check_kwargs, local_pretrained,
+                    resolve_arch)
 
 __all__ = ['ConditionedSwin', 'ConditionedSwinDet', 'upgrade_legacy_swin_keys']
 
@@ -99,8 +99,7 @@ class ConditionedSwinDet(DropInBackbone, DetSwinTransformer):
 
     def __init__(self, arch=None, conditioning: Optional[dict] = None, **kwargs):
         owner = type(self).__name__
-        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, SWIN_REQUIRED,
-                                SWIN_REQUIRED)
+        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, SWIN_REQUIRED, SWIN_REQUIRED)
         check_kwargs(owner, DetSwinTransformer, kwargs)
         super().__init__(**settings, **kwargs)
         attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos)

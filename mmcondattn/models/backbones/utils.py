@@ -70,9 +70,8 @@ def local_pretrained(backbone: nn.Module):
     try:
         path = fetch_checkpoint(url)
     except CheckpointError as e:
-        raise BackboneConfigError(
-            f'{type(backbone).__name__}: {e}; or train from scratch with '
-            f'{NO_PRETRAINED_OVERRIDE}') from None
+        raise BackboneConfigError(f'{type(backbone).__name__}: {e}; or train from scratch with '
+                                  f'{NO_PRETRAINED_OVERRIDE}') from None
     local = copy.deepcopy(cfg)
     local['checkpoint'] = path
     backbone.init_cfg = local
@@ -103,8 +102,11 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def check_arch(arch: Union[str, dict], zoo: Mapping[str, dict], required: Iterable[str],
-               owner: str, given: Optional[Mapping[str, Any]] = None) -> dict:
+def check_arch(arch: Union[str, dict],
+               zoo: Mapping[str, dict],
+               required: Iterable[str],
+               owner: str,
+               given: Optional[Mapping[str, Any]] = None) -> dict:
     """Return the hyper-parameters of ``arch`` (a preset name of ``zoo`` or a custom dict).
 
     ``given``: explicit values that complete a custom dict (see :func:`resolve_arch`).
@@ -164,16 +166,18 @@ def check_kwargs(owner: str, stock: type, kwargs: Mapping[str, Any],
     """Raise :class:`BackboneConfigError` for arguments neither ``stock.__init__`` nor the
     conditioned class (``own``) takes, listing the valid ones."""
     params = inspect.signature(stock.__init__).parameters.values()
-    valid = {p.name for p in params if p.name != 'self'
-             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} | set(own)
+    valid = {
+        p.name
+        for p in params if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    } | set(own)
     bad = sorted(k for k in kwargs if k not in valid)
     if bad:
         raise BackboneConfigError(f'{owner}: unknown argument(s) {bad}; valid arguments: '
                                   f'{sorted(valid)}')
 
 
-def pop_fixed(owner: str, kwargs: MutableMapping[str, Any],
-              fixed: Mapping[str, Any]) -> Dict[str, Any]:
+def pop_fixed(owner: str, kwargs: MutableMapping[str, Any], fixed: Mapping[str,
+                                                                           Any]) -> Dict[str, Any]:
     """Take the stock arguments in ``fixed`` out of ``kwargs``; each may be given, but only
     with the one value this (detection) form supports.
 
@@ -234,9 +238,10 @@ def register_classification_key_filter(backbone: nn.Module, family: str) -> None
     def hook(state_dict, prefix, *args, **kwargs):
         dropped = drop_classification_keys(state_dict, family, prefix)
         if dropped:
-            print_log(f'{type(backbone).__name__}: ignored {len(dropped)} '
-                      f'classification-only keys ({_summarise(dropped, prefix)})',
-                      logger='current')
+            print_log(
+                f'{type(backbone).__name__}: ignored {len(dropped)} '
+                f'classification-only keys ({_summarise(dropped, prefix)})',
+                logger='current')
 
     handle = backbone._register_load_state_dict_pre_hook(hook)
     backbone._load_state_dict_pre_hooks.move_to_end(handle.id, last=False)
@@ -244,6 +249,7 @@ def register_classification_key_filter(backbone: nn.Module, family: str) -> None
 
 def _summarise(keys, prefix: str) -> str:
     """'ca_layers.*, cls_token' style summary of dropped keys."""
-    heads = sorted({k[len(prefix):].split('.')[0] + ('.*' if '.' in k[len(prefix):] else '')
-                    for k in keys})
+    heads = sorted(
+        {k[len(prefix):].split('.')[0] + ('.*' if '.' in k[len(prefix):] else '')
+         for k in keys})
     return ', '.join(heads)

@@ -19,8 +19,7 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 from mmcondattn.conditioning.model import BackboneAdapter, register_backbone
 from .pyramid import SimplePyramid
 from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_arch,
-                    check_kwargs, pad_to_multiple, pop_fixed,
-                    register_classification_key_filter)
+                    check_kwargs, pad_to_multiple, pop_fixed, register_classification_key_filter)
 
 __all__ = ['ConditionedViT', 'ConditionedViTDet']
 
@@ -90,8 +89,8 @@ class ConditionedViTDet(DropInBackbone, VisionTransformer):
                                       f'{out_indices}')
         fixed = pop_fixed(owner, kwargs, dict(with_cls_token=False, out_type='featmap'))
         check_kwargs(owner, VisionTransformer, kwargs)
-        super().__init__(arch=arch, patch_size=patch_size, out_indices=out_indices, **fixed,
-                         **kwargs)
+        super().__init__(
+            arch=arch, patch_size=patch_size, out_indices=out_indices, **fixed, **kwargs)
         self.pyramid = SimplePyramid(self.embed_dims, patch_size, pyramid_norm_cfg)
         register_classification_key_filter(self, 'vit')
         attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos,
@@ -102,5 +101,6 @@ class ConditionedViTDet(DropInBackbone, VisionTransformer):
         return self.pyramid(super().forward(x))  # 1 or 4 maps (B, C, H/p, W/p) -> 4 levels
 
 
-register_backbone(VisionTransformer, BackboneAdapter(
-    pos_drop='drop_after_pos', num_prefix_tokens=lambda m: m.num_extra_tokens))
+register_backbone(
+    VisionTransformer,
+    BackboneAdapter(pos_drop='drop_after_pos', num_prefix_tokens=lambda m: m.num_extra_tokens))

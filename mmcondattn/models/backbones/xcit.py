@@ -35,20 +35,20 @@ __all__ = ['ConditionedXCiT', 'ConditionedXCiTDet']
 # mmpretrain's configs/xcit/xcit-{nano,tiny,small,medium,large}-{12,24}-p{16,8}_*.py
 # (= the official models); ``patch_size`` is a separate argument (16 or 8).
 XCIT_ARCHS = {
-    'n12': dict(embed_dims=128, depth=12, num_heads=4, layer_scale_init_value=1.0,
-                tokens_norm=False),
-    't12': dict(embed_dims=192, depth=12, num_heads=4, layer_scale_init_value=1.0,
-                tokens_norm=True),
-    't24': dict(embed_dims=192, depth=24, num_heads=4, layer_scale_init_value=1e-5,
-                tokens_norm=True),
-    's12': dict(embed_dims=384, depth=12, num_heads=8, layer_scale_init_value=1.0,
-                tokens_norm=True),
-    's24': dict(embed_dims=384, depth=24, num_heads=8, layer_scale_init_value=1e-5,
-                tokens_norm=True),
-    'm24': dict(embed_dims=512, depth=24, num_heads=8, layer_scale_init_value=1e-5,
-                tokens_norm=True),
-    'l24': dict(embed_dims=768, depth=24, num_heads=16, layer_scale_init_value=1e-5,
-                tokens_norm=True),
+    'n12':
+    dict(embed_dims=128, depth=12, num_heads=4, layer_scale_init_value=1.0, tokens_norm=False),
+    't12':
+    dict(embed_dims=192, depth=12, num_heads=4, layer_scale_init_value=1.0, tokens_norm=True),
+    't24':
+    dict(embed_dims=192, depth=24, num_heads=4, layer_scale_init_value=1e-5, tokens_norm=True),
+    's12':
+    dict(embed_dims=384, depth=12, num_heads=8, layer_scale_init_value=1.0, tokens_norm=True),
+    's24':
+    dict(embed_dims=384, depth=24, num_heads=8, layer_scale_init_value=1e-5, tokens_norm=True),
+    'm24':
+    dict(embed_dims=512, depth=24, num_heads=8, layer_scale_init_value=1e-5, tokens_norm=True),
+    'l24':
+    dict(embed_dims=768, depth=24, num_heads=16, layer_scale_init_value=1e-5, tokens_norm=True),
 }
 XCIT_REQUIRED = ('embed_dims', 'depth', 'num_heads')
 # the stock XCiT's own spelling of what a preset sets
@@ -84,8 +84,7 @@ class ConditionedXCiT(DropInBackbone, XCiT):
 
     def __init__(self, arch=None, conditioning: Optional[dict] = None, **kwargs):
         owner = type(self).__name__
-        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS,
-                                XCIT_REQUIRED)
+        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS, XCIT_REQUIRED)
         check_kwargs(owner, XCiT, kwargs)
         super().__init__(**settings, **kwargs)
         attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
@@ -135,8 +134,7 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
                  conditioning: Optional[dict] = None,
                  **kwargs):
         owner = type(self).__name__
-        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS,
-                                XCIT_REQUIRED)
+        settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS, XCIT_REQUIRED)
         depth = settings.get('depth', _stock_default(XCiT, 'depth'))
         if out_indices is None:
             if depth not in XCIT_DET_OUT_INDICES:
@@ -153,11 +151,16 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
         if not -1 <= frozen_stages <= depth:
             raise BackboneConfigError(f'{owner}: frozen_stages must be in [-1, {depth}], '
                                       f'got {frozen_stages}')
-        fixed = pop_fixed(owner, kwargs, dict(cls_attn_layers=0, out_type='featmap',
-                                              final_norm=False))
+        fixed = pop_fixed(owner, kwargs,
+                          dict(cls_attn_layers=0, out_type='featmap', final_norm=False))
         check_kwargs(owner, XCiT, kwargs)
-        super().__init__(patch_size=patch_size, **settings, **fixed, out_indices=out_indices,
-                         frozen_stages=frozen_stages, **kwargs)
+        super().__init__(
+            patch_size=patch_size,
+            **settings,
+            **fixed,
+            out_indices=out_indices,
+            frozen_stages=frozen_stages,
+            **kwargs)
         del self.cls_token  # built by the stock class, unused without class attention
         self.pyramid = SimplePyramid(self.embed_dims, patch_size, pyramid_norm_cfg)
         register_classification_key_filter(self, 'xcit')
@@ -179,8 +182,10 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
         except ConversionError as e:
             raise BackboneConfigError(f'{type(self).__name__}: cannot load the checkpoint: '
                                       f'{e}') from None
-        print_log(f'{type(self).__name__}: converted {len(keys)} backbone keys from the '
-                  f'official / timm XCiT layout', logger='current')
+        print_log(
+            f'{type(self).__name__}: converted {len(keys)} backbone keys from the '
+            f'official / timm XCiT layout',
+            logger='current')
 
     def init_weights(self):
         # the stock XCiT.init_weights also initialises the class token, absent here
