@@ -3,8 +3,12 @@
 and tiny classification configs of the three families with an in-process mmengine Runner
 (monitor-hook and analysis-tool tests)."""
 import copy
+import glob
 import gzip
+import os.path as osp
+import re
 import struct
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -204,3 +208,63 @@ def write_fashion_mnist_fixture(folder, sizes=FMNIST_SIZES, gz=True):
         else:
             (folder / name).write_bytes(data)
     return arrays
+
+
+# ------------------------------------------------------------------------------- docs
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def code_blocks(text):
+    """(language, body, marker) of every fenced block, and ('', body, None) of every
+    indented block; ``marker`` is the ``<!-- doctest: ... -->`` line right above a fence."""
+    lines = text.splitlines()
+    i, prev = 0, ''
+    while i < len(lines):
+        m = re.match(r'^(\s*)(```|~~~)\s*(\w*)', lines[i])
+        if m:
+            indent, fence, lang = m.groups()
+            marker = re.match(r'\s*<!--\s*doctest:\s*(.+?)\s*-->', prev)
+            body = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith(fence):
+                body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
+                i += 1
+            yield lang, '\n'.join(body), marker.group(1) if marker else None
+        elif re.match(r'    \S', lines[i]) and not prev.strip() and \
+                not re.match(r'\s*([-*]|\d+\.)\s', lines[i]):
+            body = []
+            while i < len(lines) and (lines[i].startswith('    ') or not lines[i].strip()):
+                body.append(lines[i][4:])
+                i += 1
+            yield '', '\n'.join(body).strip('\n'), None
+            prev = ''
+            continue
+        prev = lines[i]
+        i += 1
+
+
+def doctest_blocks():
+    """``{marker: (doc, language, body)}`` of the blocks of docs/*.md and README.md that a
+    ``<!-- doctest: marker -->`` line names."""
+    out = {}
+    for path in sorted(glob.glob(osp.join(REPO, 'docs', '*.md'))) + [osp.join(REPO, 'README.md')]:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+        for lang, body, marker in code_blocks(text):
+            if marker:
+                out[marker] = (osp.relpath(path, REPO), lang, body)
+    return out
+
+
+# ------------------------------------------------------------------- checkpoint layouts
+def official_swin_layout(timm_sd):
+    """timm's state dict in the official microsoft/Swin-Transformer layout: patch merging at
+    the end of the previous stage, ``head.*``, with the index buffers."""
+    out = OrderedDict()
+    for k, v in timm_sd.items():
+        parts = k.split('.')
+        if parts[0] == 'layers' and parts[2] == 'downsample':
+            parts[1] = str(int(parts[1]) - 1)
+        k = '.'.join(parts).replace('head.fc.', 'head.')
+        out[k] = v
+    return out

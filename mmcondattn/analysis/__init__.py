@@ -10,6 +10,8 @@ module                 what
 ``condition_report``   condition numbers per layer (models, checkpoints) and over training
 ``study``              the small-scale training study
 ``report``             markdown pages with generated parts, command lines, plotting
+``model_zoo``          model-zoo checkpoints evaluated against their metafiles
+``gpu_check``          the checks that need a GPU, in one report (a CPU dry run too)
 =====================  ===================================================================
 
 Importing any of them imports :mod:`mmcondattn.openmmlab` (the registries the analyses build

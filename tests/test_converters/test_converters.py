@@ -7,6 +7,7 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn as nn
+from cond_helpers import official_swin_layout
 from conftest import run_tool
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
@@ -87,25 +88,12 @@ def _timm_swin():
             num_classes=10))
 
 
-def _official_swin_layout(timm_sd):
-    """timm's state dict in the official microsoft/Swin-Transformer layout: patch merging at
-    the end of the previous stage, ``head.*``, with the index buffers."""
-    out = OrderedDict()
-    for k, v in timm_sd.items():
-        parts = k.split('.')
-        if parts[0] == 'layers' and parts[2] == 'downsample':
-            parts[1] = str(int(parts[1]) - 1)
-        k = '.'.join(parts).replace('head.fc.', 'head.')
-        out[k] = v
-    return out
-
-
 @pytest.mark.parametrize('layout', ['timm', 'official'])
 def test_swin(layout):
     ref = _timm_swin()
     sd = ref.state_dict()
     if layout == 'official':
-        sd = _official_swin_layout(sd)
+        sd = official_swin_layout(sd)
         for name, buf in ref.named_buffers():  # official checkpoints hold the index buffers
             if name.endswith('relative_position_index'):
                 sd[name] = buf

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from cond_helpers import code_blocks, doctest_blocks
 from conftest import REPO
 
 DOCS = sorted(glob.glob(osp.join(REPO, 'docs', '*.md'))) + [osp.join(REPO, 'README.md')]
@@ -54,35 +55,6 @@ RUN_HERE = ('tools/misc/generate_dataset.py', 'tools/model_converters/', 'make d
 
 
 # ------------------------------------------------------------------------------ parsing
-def code_blocks(text):
-    """(language, body, marker) of every fenced block, and ('', body, None) of every
-    indented block; ``marker`` is the ``<!-- doctest: ... -->`` line right above a fence."""
-    lines = text.splitlines()
-    i, prev = 0, ''
-    while i < len(lines):
-        m = re.match(r'^(\s*)(```|~~~)\s*(\w*)', lines[i])
-        if m:
-            indent, fence, lang = m.groups()
-            marker = re.match(r'\s*<!--\s*doctest:\s*(.+?)\s*-->', prev)
-            body = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(fence):
-                body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i])
-                i += 1
-            yield lang, '\n'.join(body), marker.group(1) if marker else None
-        elif re.match(r'    \S', lines[i]) and not prev.strip() and \
-                not re.match(r'\s*([-*]|\d+\.)\s', lines[i]):
-            body = []
-            while i < len(lines) and (lines[i].startswith('    ') or not lines[i].strip()):
-                body.append(lines[i][4:])
-                i += 1
-            yield '', '\n'.join(body).strip('\n'), None
-            prev = ''
-            continue
-        prev = lines[i]
-        i += 1
-
-
 def shell_commands(text):
     """Tool commands (see PREFIXES) in the shell blocks of a markdown text."""
     out = []
@@ -419,15 +391,6 @@ def test_options_table_values_are_accepted_and_neighbours_refused():
 
 
 # -------------------------------------------------------------- runnable snippets
-def _doctests():
-    out = {}
-    for doc, text in _doc_texts():
-        for lang, body, marker in code_blocks(text):
-            if marker:
-                out[marker] = (doc, lang, body)
-    return out
-
-
 def _run_python(code, cwd):
     env = dict(os.environ, PYTHONPATH=REPO)
     r = subprocess.run([sys.executable, '-c', code],
@@ -442,7 +405,7 @@ def _run_python(code, cwd):
 
 @pytest.mark.slow
 def test_lambda_entropy_numbers_are_the_scripts_output(tmp_path):
-    doc, _, code = _doctests()['lambda-entropy']
+    doc, _, code = doctest_blocks()['lambda-entropy']
     out = _run_python(code, tmp_path)
     got = {
         float(lam): (float(e), float(s))
@@ -462,14 +425,14 @@ def test_lambda_entropy_numbers_are_the_scripts_output(tmp_path):
 
 @pytest.mark.slow
 def test_fold_snippet_runs():
-    _run_python(_doctests()['fold'][2], REPO)
+    _run_python(doctest_blocks()['fold'][2], REPO)
 
 
 @pytest.mark.slow
 def test_own_config_example_builds(tmp_path):
     """The 'your own config' example of docs/configs.md, saved where it says, builds a
     detector with the preconditioned XCiT and runs a forward."""
-    doc, _, code = _doctests()['own-config']
+    doc, _, code = doctest_blocks()['own-config']
     text = open(osp.join(REPO, doc), encoding='utf-8').read()
     name = re.search(r'say `(my_configs/[\w.-]+\.py)`', text).group(1)
     (tmp_path / 'configs').symlink_to(osp.join(REPO, 'configs'))
@@ -499,7 +462,7 @@ def test_own_config_example_builds(tmp_path):
 def test_fold_deployment_recipe_of_tools_md(tmp_path):
     """docs/tools.md: fold a spectral XCiT Mask R-CNN checkpoint, load it into the baseline
     config: same backbone features."""
-    _, _, code = _doctests()['fold-detector']
+    _, _, code = doctest_blocks()['fold-detector']
     ckpt = re.search(r"'(work_dirs/[\w./-]+\.pth)'", code).group(1)
     spectral = re.search(r"'(configs/[\w./-]+\.py)'", code).group(1)
     (tmp_path / 'configs').symlink_to(osp.join(REPO, 'configs'))

@@ -13,7 +13,7 @@ import os.path as osp
 
 import pytest
 import torch
-from cond_helpers import METHODS, build, meta_build
+from cond_helpers import METHODS, build, doctest_blocks, meta_build
 from conftest import REPO, run_tool
 from mmdet.models.backbones import SwinTransformer as DetSwin
 from mmengine.config import Config, ConfigDict
@@ -152,8 +152,7 @@ def _swapped(tmp_path, base, type_, conditioning):
 def test_stock_mmdet_swin_config_swaps_by_type_as_the_docs_say(tmp_path):
     """Failure 1: ``embed_dims`` given twice. The three lines of docs/configs.md (and the
     README) on mmdet's stock Swin-T Mask R-CNN config."""
-    from test_docs import _doctests
-    _, _, code = _doctests()['three-lines']
+    _, _, code = doctest_blocks()['three-lines']
     readme = open(osp.join(REPO, 'README.md')).read()
     assert all(line in readme for line in code.splitlines()), 'README differs from the docs'
     assert len(code.strip().splitlines()) == 3 and "'mmdet::swin/" in code

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import pytest
 import torch
-from cond_helpers import build, meta_build
+from cond_helpers import build, meta_build, official_swin_layout
 from conftest import REPO
 from mmengine.config import Config
 
@@ -153,12 +153,11 @@ def test_mmpretrain_zoo_checkpoint_loads_into_the_detection_backbone(family, tmp
 def test_official_swin_release_loads_as_into_mmdets_swin(tmp_path, monkeypatch):
     import timm
     from mmdet.registry import MODELS
-    from test_converters import _official_swin_layout
     b = _backbone_cfg(BASELINES['swin'])
     url = b.init_cfg.checkpoint
     torch.manual_seed(0)
     ref = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False)
-    official = _official_swin_layout(ref.state_dict())
+    official = official_swin_layout(ref.state_dict())
     for name, buf in ref.named_buffers():  # the release holds the index buffers
         if name.endswith('relative_position_index'):
             official[name] = buf

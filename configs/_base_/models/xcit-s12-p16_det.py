@@ -3,7 +3,7 @@
 #   model = dict(backbone={{_base_.xcit_backbone}}, neck=dict(in_channels=[384] * 4))
 custom_imports = dict(imports=['mmcondattn'], allow_failed_imports=False)
 
-pretrained = 'https://download.openmmlab.com/mmclassification/v0/xcit/xcit-small-12-p16_3rdparty-dist_in1k-384px_20230213-ba36c982.pth'  # noqa
+xcit_pretrained = 'https://download.openmmlab.com/mmclassification/v0/xcit/xcit-small-12-p16_3rdparty-dist_in1k-384px_20230213-ba36c982.pth'  # noqa
 xcit_backbone = dict(
     _delete_=True,  # replaces the stock backbone entirely
     type='ConditionedXCiT',
@@ -18,7 +18,7 @@ xcit_backbone = dict(
     # converted; the detection form drops the classifier-only keys (class token, class
     # attention, final norm, head).
     # Train from scratch with --cfg-options model.backbone.init_cfg=None
-    init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=pretrained))
+    init_cfg=dict(type='Pretrained', prefix='backbone.', checkpoint=xcit_pretrained))
 
 # AdamW lr 1e-4 / weight decay 0.05 come from the stock config; no decay on these:
 xcit_paramwise_cfg = dict(
