@@ -35,21 +35,17 @@ from typing import Callable, List, Optional
 
 import torch
 
+from .benchmark import BACKBONES  # family: (registry name, arch, tiny arch)
+from .presets import PRESETS
+
 __all__ = ['Check', 'run_gpu_check', 'report_dir', 'REPORT_NAME', 'HEADLINE']
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 REPORT_NAME = 'gpu_check.md'
 HEADLINE = 'configs/mask_rcnn_xcit_precond.py'
 BENCHMARK = 'tools/analysis_tools/benchmark_conditioning.py'
-METHODS = ('baseline', 'precond', 'spectral', 'tokens', 'all')
-# family: (mmdet registry name, small arch, tiny arch for the dry run)
-BACKBONES = {
-    'vit': ('ConditionedViT', 'deit-small',
-            dict(embed_dims=64, num_layers=2, num_heads=4, feedforward_channels=128)),
-    'swin':
-    ('ConditionedSwin', 'tiny', dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
-    'xcit': ('ConditionedXCiT', 's12', dict(embed_dims=64, depth=4, num_heads=4)),
-}
+# the trainable presets (a folded model is an inference form)
+METHODS = tuple(name for name, p in PRESETS.items() if not p.fold)
 # seconds per part on the GPU (sum 445 s + start-up: under 8 min); the dry run gets more
 BUDGET = dict(environment=15, benchmark=220, amp=60, sdpa=30, dist_train=120)
 DRY_BUDGET = dict(environment=60, benchmark=300, amp=300, sdpa=120, dist_train=300)
