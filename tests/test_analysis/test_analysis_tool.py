@@ -94,7 +94,7 @@ def test_mismatched_checkpoint_is_one_line(tmp_path):
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401
     init_default_scope('mmpretrain')
     torch.save({'state_dict': MODELS.build(Config.fromfile(xcit).model).state_dict()},
                tmp_path / 'xcit.pth')

@@ -199,10 +199,11 @@ def _make_source(path, script, cmd):
             num_classes=10)
         torch.save(m.state_dict(), path)
     else:  # cls2det: an mmpretrain classifier of this package
+        from mmengine.registry import DefaultScope
         from mmpretrain.registry import MODELS
         from mmpretrain.utils import register_all_modules
 
-        import mmcondattn  # noqa: F401
+        import mmcondattn.openmmlab  # noqa: F401
         register_all_modules(init_default_scope=False)
         family = re.search(r'--family\s+(\w+)', cmd)
         family = family.group(1) if family else 'xcit'
@@ -222,11 +223,12 @@ def _make_source(path, script, cmd):
                 window_size=4,
                 out_indices=(1, ),
                 arch=dict(embed_dims=24, depths=(1, 1), num_heads=(2, 2))))[family]
-        model = MODELS.build(
-            dict(
-                type='ImageClassifier',
-                backbone=backbone,
-                head=dict(type='LinearClsHead', num_classes=10, in_channels=48)))
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            model = MODELS.build(
+                dict(
+                    type='ImageClassifier',
+                    backbone=backbone,
+                    head=dict(type='LinearClsHead', num_classes=10, in_channels=48)))
         torch.save({'state_dict': model.state_dict()}, path)
 
 
@@ -443,7 +445,7 @@ def test_own_config_example_builds(tmp_path):
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401
     from mmcondattn.compat import replace_syncbn
     cfg = Config.fromfile(str(tmp_path / name))
     assert cfg.model.backbone.conditioning == dict(precond=dict())
@@ -469,7 +471,7 @@ def test_fold_deployment_recipe_of_tools_md(tmp_path):
     from mmdet.apis import init_detector
     from mmdet.utils import register_all_modules
 
-    import mmcondattn  # noqa: F401
+    import mmcondattn.openmmlab  # noqa: F401
     register_all_modules(init_default_scope=False)
     torch.manual_seed(0)
     model = init_detector(osp.join(REPO, spectral), None, device='cpu')
