@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
@@ -405,7 +406,9 @@ def attention_ops(model: torch.nn.Module, x: torch.Tensor, dtype: Optional[torch
                   ] + ([ProfilerActivity.CUDA] if x.device.type == 'cuda' else [])
     model.train()
     with profile(activities=activities) as prof:
-        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        # no autocast object for fp32: torch 2.1 refuses a CPU autocast to float32 even disabled
+        amp = nullcontext() if dtype is None else torch.autocast(x.device.type, dtype=dtype)
+        with amp:
             outs = model(x)
             outs = [outs] if isinstance(outs, torch.Tensor) else list(outs)
             loss = sum(o.float().sum() for o in outs)

@@ -81,9 +81,11 @@ def test_dry_run_writes_a_passing_report(tmp_path):
             assert finite[0] == 'skipped: no CUDA'
         else:
             assert finite == ['yes'] * 3, (f, m, dtype, finite)
-    # SDPA: on CPU precond runs the same fused op as the stock layer
-    assert '_scaled_dot_product_flash_attention_for_cpu' in text
-    assert 'same fused ops as stock: yes' in text
+    # SDPA: on CPU precond runs the same op as the stock layer (the fused CPU kernel where
+    # torch has one: 2.2 on; torch 2.1's CPU SDPA is the math path for both)
+    if hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu'):
+        assert '_scaled_dot_product_flash_attention_for_cpu' in text
+        assert 'same fused ops as stock: yes' in text
     # dist_train: 2 iterations of the headline config with gloo, a finite last loss
     assert re.search(r'\| 0 \| 2 of 2 \| 2 \| \d+\.\d{4} \| gloo \|', text)
     for f in ('benchmark.md', 'benchmark.log', 'dist_train/train.log',
