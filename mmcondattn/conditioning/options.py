@@ -5,7 +5,7 @@ A config names any subset of the three methods, each with its options::
     conditioning = dict(
         precond=dict(eps=1e-6, scale=1., detach=True),              # 1. preconditioned attention
         spectral=dict(mode='identity', lam=10., targets=('q', 'k', 'v')),  # 2. spectral Q/K/V
-        tokens=dict(solver='gram', detach=True, position='before_pos_embed'))  # 3. tokens
+        tokens=dict(solver='auto', detach=True, position='before_pos_embed'))  # 3. tokens
 
 ``dict(precond=dict())`` (or ``precond=True``) means that method with its defaults;
 ``precond=None`` / ``False`` or leaving the key out means off. :func:`parse_conditioning`
@@ -25,7 +25,7 @@ __all__ = [
 
 SPECTRAL_MODES = ('identity', 'svd')
 SPECTRAL_TARGETS = ('q', 'k', 'v')
-TOKEN_SOLVERS = ('svd', 'gram', 'newton_schulz')
+TOKEN_SOLVERS = ('auto', 'svd', 'gram', 'newton_schulz')
 TOKEN_POSITIONS = ('before_pos_embed', 'after_pos_embed')
 
 
@@ -61,16 +61,17 @@ class SpectralCfg:
 class TokensCfg:
     """Conditioned embedded tokens: X ← X + σ_max(X)·U Vᵀ per image.
 
-    solver ('gram' default: fastest exact solver for full-rank X at detection sizes on CPU,
-    Gram matrix in float64, rank-deficient images handed to svd | 'svd': exact, also for
-    rank-deficient X | 'newton_schulz': iterative, GPU-friendly, full-rank X only), detach
-    (bool, default True), position ('before_pos_embed' default | 'after_pos_embed'), ns_iters
-    (int >= 1, default 30, newton_schulz only).
+    solver ('auto' default: 'gram' on CPU, 'newton_schulz' on GPUs | 'gram': fastest exact
+    solver on CPU, Gram matrix in float32 or float64 by its eigenvalue ratio, rank-deficient
+    images handed to svd | 'svd': exact, also for rank-deficient X | 'newton_schulz': quintic
+    iterations, matmuls only, checked per image, failures handed to svd), detach (bool,
+    default True), position ('before_pos_embed' default | 'after_pos_embed'), ns_iters
+    (int >= 1, default 10, newton_schulz only).
     """
-    solver: str = 'gram'
+    solver: str = 'auto'
     detach: bool = True
     position: str = 'before_pos_embed'
-    ns_iters: int = 30
+    ns_iters: int = 10
 
 
 _METHODS = {'precond': PrecondCfg, 'spectral': SpectralCfg, 'tokens': TokensCfg}

@@ -2,32 +2,79 @@
 
 With the thin SVD X = U Σ Vᵀ (N×D), X + C = U (Σ + σ_max I) Vᵀ, so κ(X + C) =
 2σ_max / (σ_max + σ_min) <= 2 over the min(N, D) singular values. U Vᵀ is the polar factor
-of X; the three solvers compute it differently (docs/methods.md):
+of X; the solvers compute it differently (docs/methods.md, solver table in
+docs/performance.md):
 
 * ``svd``: exact, also for rank-deficient X (the SVD completes the singular vectors of zero
   singular values); float32 (float64 for float64 input).
-* ``gram`` (default): U Vᵀ = X (XᵀX)^(-1/2) (or (XXᵀ)^(-1/2) X when N < D), the smaller
-  Gram matrix formed, eigendecomposed and applied in float64 (κ ≈ 2 up to κ(X) ≈ 1e6); the
-  fastest exact solver on CPU at detection sizes, N ≫ D (4200×384: 174 ms vs 278 ms for
-  ``svd``, 2 cores). Images whose Gram matrix says κ(X) > 1e6 (numerically rank-deficient
-  X, e.g. Swin's linear 48→96 patch embedding) fall back to ``svd``, so κ(X + C) <= 2 holds
-  for every X.
-* ``newton_schulz``: Y ← 1.5Y − 0.5·Y YᵀY from Y = X/‖X‖_F (matmuls only, GPU-friendly),
-  σ_max by power iteration; ``ns_iters`` = 30 reaches κ ≈ 2 up to κ(X) ≈ 1e4 (60 for 1e6).
-  Full-rank X only.
+* ``gram``: C = σ_max X G^(-1/2) with the smaller Gram matrix G = XᵀX (XXᵀ when N < D)
+  eigendecomposed, in float32 where the eigenvalue ratio λ_min / λ_max it finds is >= 1e-3
+  (κ(X) <= 31: float32 is enough there, see ``GRAM32_MIN_EIG_RATIO``), else again in float64
+  (κ ≈ 2 up to κ(X) ≈ 1e6); images beyond that (numerically rank-deficient X, e.g. Swin's
+  linear 48→96 patch embedding) go to ``svd``. Each step redoes only the images that need it.
+  The fastest exact solver on CPU at detection sizes.
+* ``newton_schulz``: matmuls only (GPU-friendly): Y ← aY + bY(YᵀY) + cY(YᵀY)² from
+  Y = X / σ_max (σ_max by a Krylov / Rayleigh-Ritz estimate), ``ns_iters`` = 10 quintic steps (tuned
+  coefficients while the small singular values grow, Newton's (15, -10, 3)/8 for the last 3):
+  converged for κ(X) <= 1e4 in exact arithmetic, where the cubic iteration needs 26. Each
+  image is then checked: ‖YᵀY − I‖ (max row sum, >= its spectral norm) <= ``NS_TOL`` bounds
+  κ(X + C) by 2.0075; images that fail (rank-deficient or beyond 1e4) go to ``svd``.
+* ``auto`` (default): ``gram`` on CPU, ``newton_schulz`` elsewhere (GPU eigh / svd are slow
+  and synchronise).
 
-All solvers return a finite result for degenerate X (all zeros, rank 1).
+All solvers return a finite result for degenerate X (all zeros, rank 1). The fallbacks are
+data-dependent; under ``torch.compile`` they run through ``torch.cond`` (no graph break).
 """
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
 from .options import TOKEN_SOLVERS, TokensCfg, parse_conditioning
 
-__all__ = ['token_correction', 'condition_tokens', 'TokenConditioner']
+__all__ = ['token_correction', 'condition_tokens', 'TokenConditioner', 'resolve_solver']
+
+# the float64 Gram route keeps κ(X + C) <= 2 while λ_min(G) / λ_max(G) = 1 / κ(X)² >= 1e-12
+# (measured at 196×384, 1024×96, 4200×384: κ(X + C) = 2.0000 at κ(X) = 1e6, 2.9-5.8 at 1e7)
+GRAM_MIN_EIG_RATIO = 1e-12
+# the float32 route where the ratio float32 finds is >= 1e-3 (κ(X) <= 31); measured
+# (docs/performance.md): κ(X + C) - 2/(1 + 1/κ(X)) <= 1e-4 up to κ(X) = 300 at 196..16384 × 96..384
+GRAM32_MIN_EIG_RATIO = 1e-3
+# newton_schulz: images with ‖YᵀY − I‖_∞ above this go to svd; below it κ(X + C) <=
+# (1 + √(1 + tol)) / √(1 − tol) = 2.0075 (given σ_max)
+NS_TOL = 5e-3
+# quintic coefficients (a, b, c): growth 3.44 for small singular values, mapping [0, 1.05]
+# into [0.68, 1.13]; then Newton's iteration for U Vᵀ, cubically convergent
+NS_GROW = (3.4445, -4.7750, 2.0315)
+NS_NEWTON = (15 / 8, -10 / 8, 3 / 8)
+NS_NEWTON_STEPS = 3
 
 
 def _tall(x: torch.Tensor) -> bool:
     return x.shape[-2] >= x.shape[-1]  # N >= D: work with the D×D side
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and hasattr(compiler, 'is_compiling'):
+        return compiler.is_compiling()
+    return torch._dynamo.is_compiling()
+
+
+def _redo(bad: torch.Tensor, c: torch.Tensor, x: torch.Tensor,
+          solver: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``c`` (..., N, D) with the images where ``bad`` (...) is True recomputed by ``solver``
+    from ``x``. Eager: only those images; compiled: ``torch.cond`` (no graph break), which
+    runs ``solver`` on the batch when any image needs it."""
+    if _is_compiling() and hasattr(torch, 'cond'):
+        return torch.cond(bad.any(),
+                          lambda c, x, bad: torch.where(bad[..., None, None], solver(x), c),
+                          lambda c, x, bad: c.clone(), (c, x, bad))
+    if bad.dim() == 0:  # one matrix
+        return solver(x) if bad else c
+    if bad.any():
+        c = c.index_put((bad, ), solver(x[bad]))
+    return c
 
 
 def _correction_svd(x: torch.Tensor) -> torch.Tensor:
@@ -35,60 +82,94 @@ def _correction_svd(x: torch.Tensor) -> torch.Tensor:
     return s[..., :1, None] * (u @ vh)  # (..., N, D)
 
 
-# the float64 Gram route keeps κ(X + C) <= 2 while λ_min(G) / λ_max(G) = 1 / κ(X)² >= 1e-12
-# (measured at 196×384, 1024×96, 4200×384: κ(X + C) = 2.0000 at κ(X) = 1e6, 2.9-5.8 at 1e7)
-GRAM_MIN_EIG_RATIO = 1e-12
+def _gram_correction(x: torch.Tensor, dtype: torch.dtype):
+    """(C, ratio): C = σ_max X G^(-1/2) computed in ``dtype`` (returned in x's dtype) and the
+    eigenvalue ratio λ_min / λ_max of G (...) it found."""
+    xw = x.to(dtype)
+    g = xw.mT @ xw if _tall(x) else xw @ xw.mT  # (..., k, k), k = min(N, D)
+    lam, q = torch.linalg.eigh(g)  # ascending eigenvalues σ_i², (..., k), (..., k, k)
+    tiny = torch.finfo(dtype).tiny
+    lmax = lam[..., -1:].clamp(min=0)  # (..., 1)
+    # floor tiny/negative eigenvalues (rank tolerance; tiny keeps the zero matrix finite)
+    floor = (lmax * torch.finfo(dtype).eps * g.shape[-1]).clamp(min=tiny)
+    m = (q * (lmax.sqrt() * torch.maximum(lam, floor).rsqrt()).unsqueeze(-2)) @ q.mT
+    c = (xw @ m if _tall(x) else m @ xw).to(x.dtype)  # σ_max G^(-1/2) applied: (..., N, D)
+    return c, lam[..., 0] / lmax[..., 0].clamp(min=tiny)
+
+
+def _correction_gram64(x: torch.Tensor) -> torch.Tensor:
+    c, ratio = _gram_correction(x, torch.float64)
+    return _redo(ratio <= GRAM_MIN_EIG_RATIO, c, x, _correction_svd)
 
 
 def _correction_gram(x: torch.Tensor) -> torch.Tensor:
-    x64 = x.to(torch.float64)
-    g = x64.mT @ x64 if _tall(x) else x64 @ x64.mT  # (..., k, k), k = min(N, D)
-    lam, q = torch.linalg.eigh(g)  # ascending eigenvalues σ_i², (..., k), (..., k, k)
-    lmax = lam[..., -1:].clamp(min=0)  # (..., 1)
-    # floor tiny/negative eigenvalues (rank tolerance; tiny keeps the zero matrix finite)
-    floor = (lmax * torch.finfo(torch.float64).eps *
-             g.shape[-1]).clamp(min=torch.finfo(torch.float64).tiny)
-    inv_sqrt = (q * torch.maximum(lam, floor).rsqrt().unsqueeze(-2)) @ q.mT  # G^(-1/2)
-    polar = x64 @ inv_sqrt if _tall(x) else inv_sqrt @ x64  # U Vᵀ, (..., N, D)
-    c = (lmax.sqrt().unsqueeze(-1) * polar).to(x.dtype)
-    # (numerically) rank-deficient images, beyond what the Gram matrix resolves: exact SVD
-    deficient = lam[..., 0] <= GRAM_MIN_EIG_RATIO * lam[..., -1]  # (...)
-    if deficient.dim() == 0:  # one matrix
-        return _correction_svd(x) if deficient else c
-    if deficient.any():
-        c = c.index_put((deficient, ), _correction_svd(x[deficient]))
-    return c
+    if x.dtype == torch.float64:
+        return _correction_gram64(x)
+    c, ratio = _gram_correction(x, torch.float32)
+    return _redo(ratio < GRAM32_MIN_EIG_RATIO, c, x, _correction_gram64)
 
 
-def _power_sigma_max_sq(g: torch.Tensor, iters: int) -> torch.Tensor:
-    """Largest eigenvalue (..., 1, 1) of the PSD matrices ``g`` (..., k, k) by power
-    iteration from the column of largest diagonal entry, Rayleigh quotient at the end."""
+def _lambda_max(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """Largest eigenvalue (..., 1, 1) of the PSD matrices ``g`` (..., k, k): Rayleigh-Ritz on
+    the Krylov space of ``steps`` vectors from the column of largest diagonal entry (Lanczos
+    without its recurrence), far closer than as many power iterations where the top
+    eigenvalues are close (σ_max then sets κ(X + C) - 2 within its relative error)."""
     j = g.diagonal(dim1=-2, dim2=-1).argmax(-1)  # (...)
     v = torch.take_along_dim(g, j[..., None, None], dim=-1)  # (..., k, 1)
     tiny = torch.finfo(g.dtype).tiny
-    for _ in range(iters):
-        v = g @ v
+    basis = []
+    for _ in range(min(steps, g.shape[-1])):
         v = v / v.norm(dim=-2, keepdim=True).clamp(min=tiny)
-    return (v.mT @ g @ v) / (v.mT @ v).clamp(min=tiny)
+        basis.append(v)
+        v = g @ v
+    q = torch.linalg.qr(torch.cat(basis, -1))[0]  # (..., k, steps), orthonormal
+    return torch.linalg.eigvalsh(q.mT @ g @ q)[..., -1:, None]
+
+
+def ns_schedule(iters: int):
+    """The (a, b, c) of each of ``iters`` quintic Newton-Schulz steps."""
+    newton = min(iters, NS_NEWTON_STEPS)
+    return [NS_GROW] * (iters - newton) + [NS_NEWTON] * newton
+
+
+def _newton_schulz_polar(x: torch.Tensor, iters: int):
+    """(σ_max, Y, err): Y ≈ U Vᵀ (..., N, D) by :func:`ns_schedule`, σ_max (..., 1, 1) by
+    :func:`_lambda_max` (4·iters vectors), err (...) = ‖YᵀY − I‖_∞ (YYᵀ when N < D)."""
+    tall, tiny = _tall(x), torch.finfo(x.dtype).tiny
+    gram = (lambda y: y.mT @ y) if tall else (lambda y: y @ y.mT)  # (..., k, k)
+    smax = _lambda_max(gram(x), 4 * iters).clamp(min=0).sqrt().clamp(min=tiny)
+    y = x / smax  # singular values in [0, ~1]
+    for a, b, c in ns_schedule(iters):
+        s = gram(y)
+        m = b * s + c * (s @ s)
+        y = a * y + (y @ m if tall else m @ y)
+    eye = torch.eye(y.shape[-1] if tall else y.shape[-2], dtype=y.dtype, device=y.device)
+    err = (gram(y) - eye).abs().sum(-1).amax(-1)
+    return smax, y, err
 
 
 def _correction_newton_schulz(x: torch.Tensor, iters: int) -> torch.Tensor:
-    tall, tiny = _tall(x), torch.finfo(x.dtype).tiny
-    fro = torch.linalg.matrix_norm(x, keepdim=True).clamp(min=tiny)  # (..., 1, 1)
-    y = x / fro  # singular values in [0, 1]
-    smax_sq = _power_sigma_max_sq(y.mT @ y if tall else y @ y.mT, iters)  # of Y
-    for _ in range(iters):  # cubic Newton-Schulz for the polar factor
-        y = 1.5 * y - 0.5 * (y @ (y.mT @ y) if tall else (y @ y.mT) @ y)
-    return fro * smax_sq.clamp(min=0).sqrt() * y
+    smax, y, err = _newton_schulz_polar(x, iters)
+    return _redo(~(err <= NS_TOL), smax * y, x, _correction_svd)  # NaN err fails too
 
 
-def token_correction(x: torch.Tensor, solver: str = 'gram', ns_iters: int = 30) -> torch.Tensor:
+def resolve_solver(solver: str, device: torch.device) -> str:
+    """The solver ``solver`` means on ``device``: 'auto' is 'gram' on CPU, else
+    'newton_schulz'; the others are themselves."""
+    if solver == 'auto':
+        return 'gram' if torch.device(device).type == 'cpu' else 'newton_schulz'
+    return solver
+
+
+def token_correction(x: torch.Tensor, solver: str = 'auto', ns_iters: int = 10) -> torch.Tensor:
     """C = σ_max(X)·U Vᵀ for token matrices ``x`` (..., N, D), in ``x``'s dtype.
 
-    Computed in float32 or better with autocast off (``gram`` in float64). Differentiable.
+    Computed in float32 or better with autocast off (``gram`` in float32 or float64, by the
+    eigenvalue ratio). ``solver``: see the module docstring. Differentiable.
     """
     if solver not in TOKEN_SOLVERS:
         raise ValueError(f'unknown solver {solver!r}; valid: {TOKEN_SOLVERS}')
+    solver = resolve_solver(solver, x.device)
     work = x.to(torch.promote_types(x.dtype, torch.float32))
     with torch.autocast(x.device.type, enabled=False):
         if solver == 'svd':
@@ -101,17 +182,18 @@ def token_correction(x: torch.Tensor, solver: str = 'gram', ns_iters: int = 30) 
 
 
 def condition_tokens(x: torch.Tensor,
-                     solver: str = 'gram',
+                     solver: str = 'auto',
                      detach: bool = True,
-                     ns_iters: int = 30) -> torch.Tensor:
+                     ns_iters: int = 10) -> torch.Tensor:
     """X + σ_max(X)·U Vᵀ per image, for ``x`` (B, N, D) (any leading dims); same shape/dtype.
 
     Args:
-        solver: 'gram' (default), 'svd' or 'newton_schulz' (see the module docstring).
+        solver: 'auto' (default: 'gram' on CPU, 'newton_schulz' on GPUs), 'gram', 'svd'
+            or 'newton_schulz' (see the module docstring).
         detach: default True: C is a constant (the gradient w.r.t. x is the identity);
             False differentiates through the solver (svd/eigh gradients are not finite for
             repeated singular values, e.g. rank-deficient X; newton_schulz's always are).
-        ns_iters: Newton-Schulz (and power) iterations, default 30.
+        ns_iters: Newton-Schulz steps (Krylov vectors for σ_max: 4×), default 10.
     """
     if detach:
         with torch.no_grad():
@@ -125,18 +207,18 @@ class TokenConditioner(nn.Module):
     """Conditions embedded tokens (B, N, D) -> (B, N, D); no parameters.
 
     Args:
-        solver (str): 'gram' (default) | 'svd' | 'newton_schulz'.
+        solver (str): 'auto' (default) | 'gram' | 'svd' | 'newton_schulz'.
         detach (bool): no gradient through the correction (default True).
         position (str): where the backbone applies it, 'before_pos_embed' (default) |
             'after_pos_embed'; stored for the backbone, unused here.
-        ns_iters (int): Newton-Schulz iterations (default 30).
+        ns_iters (int): Newton-Schulz steps (default 10).
     """
 
     def __init__(self,
-                 solver: str = 'gram',
+                 solver: str = 'auto',
                  detach: bool = True,
                  position: str = 'before_pos_embed',
-                 ns_iters: int = 30):
+                 ns_iters: int = 10):
         super().__init__()
         self.cfg = parse_conditioning(
             dict(tokens=dict(solver=solver, detach=detach, position=position,
@@ -159,5 +241,5 @@ class TokenConditioner(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        ns = f', ns_iters={c.ns_iters}' if c.solver == 'newton_schulz' else ''
+        ns = f', ns_iters={c.ns_iters}' if c.solver in ('auto', 'newton_schulz') else ''
         return f'solver={c.solver}, detach={c.detach}, position={c.position}{ns}'

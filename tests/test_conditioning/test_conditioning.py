@@ -291,6 +291,62 @@ def test_gram_hands_only_rank_deficient_images_to_svd(shape):
     torch.testing.assert_close(c[0], token_correction(x[0], 'svd'))
 
 
+@pytest.mark.parametrize('kappa,precision', [(10, torch.float32), (1e2, torch.float64),
+                                             (1e8, None)])
+def test_gram_uses_float32_only_where_its_eigenvalue_ratio_allows(kappa, precision):
+    """κ(X) = 10: the float32 Gram result (ratio 1e-2 >= 1e-3); 1e2: float64 (ratio 1e-4);
+    1e8: svd. Each stays within 1e-4 of the exact κ(X + C) = 2 / (1 + 1/κ(X))."""
+    from mmcondattn.conditioning.tokens import _correction_svd, _gram_correction
+    x = ill_conditioned(400, 48, kappa, seed=2)
+    c = token_correction(x, 'gram')
+    want = _gram_correction(x, precision)[0] if precision else _correction_svd(x)
+    assert torch.equal(c, want)
+    assert condition_number(x + c) <= min(2 / (1 + 1 / kappa) + 1e-4, 2 + 1e-3)
+
+
+def test_auto_solver_is_gram_on_cpu_and_newton_schulz_on_gpus():
+    from mmcondattn.conditioning.tokens import resolve_solver
+    assert resolve_solver('auto', torch.device('cpu')) == 'gram'
+    assert resolve_solver('auto', 'cuda') == resolve_solver('newton_schulz', 'cpu')
+    assert resolve_solver('auto', 'cuda') == 'newton_schulz'
+    x = ill_conditioned(40, 12, 1e2, batch=(2, ))
+    assert torch.equal(condition_tokens(x), condition_tokens(x, 'gram'))
+
+
+def test_newton_schulz_schedule_converges_for_kappa_up_to_1e4():
+    """The scalar map of the default 10 quintic steps, which is what they do to each singular
+    value s of X / σ_max: |p(s) - 1| <= 1e-5 on [1e-4, 1.05] (σ_max may be underestimated
+    a little), and s + p(s) within a factor 2 + 1e-4; the cubic iteration needs 26 steps."""
+    from mmcondattn.conditioning.tokens import ns_schedule
+    s = torch.cat([
+        torch.logspace(-4, 0, 2000, dtype=torch.float64),
+        torch.linspace(1, 1.05, 50, dtype=torch.float64)
+    ])
+    p = s.clone()
+    for a, b, c in ns_schedule(10):
+        p = a * p + b * p**3 + c * p**5
+    assert (p - 1).abs().max() <= 1e-5
+    f = s.clamp(max=1) + p
+    assert f.max() / f.min() <= 2 + 1e-4
+    cubic = s.clone()
+    for _ in range(25):
+        cubic = 1.5 * cubic - 0.5 * cubic**3
+    assert (cubic - 1).abs().max() > 1e-3  # 25 cubic steps are not enough
+
+
+def test_newton_schulz_hands_unconverged_images_to_svd():
+    """A rank-deficient image (‖YᵀY − I‖ ≈ 1) goes to svd and reaches κ <= 2; the full-rank
+    image of the batch keeps the Newton-Schulz result."""
+    from mmcondattn.conditioning.tokens import _newton_schulz_polar
+    full = ill_conditioned(48, 16, 1e2, seed=1)
+    x = torch.stack([ill_conditioned(48, 16, 1e2, rank=8), full])
+    c = token_correction(x, 'newton_schulz')
+    assert (condition_number(x + c) <= 2 + 1e-3).all()
+    smax, y, err = _newton_schulz_polar(full, 10)
+    assert err <= 1e-4 and torch.equal(c[1], smax * y)
+    torch.testing.assert_close(c[0], token_correction(x[0], 'svd'))
+
+
 @pytest.mark.parametrize('shape', [(40, 12), (12, 40), (16, 16)])
 def test_token_solvers_agree_on_full_rank_input(shape):
     x = ill_conditioned(*shape, 1e3, batch=(3, ), seed=3) * 5
@@ -338,4 +394,4 @@ def test_token_conditioner_module():
     assert tc.position == 'after_pos_embed' and 'svd' in repr(tc)
     x = torch.randn(2, 9, 4)
     torch.testing.assert_close(tc(x), condition_tokens(x, 'svd'))
-    assert TokenConditioner().cfg.solver == 'gram'
+    assert TokenConditioner().cfg.solver == 'auto'

@@ -16,7 +16,7 @@ def test_defaults_and_subsets():
     assert parse_conditioning(dict(spectral=True)).spectral == SpectralCfg(
         mode='identity', lam=10.0, targets=('q', 'k', 'v'))
     assert parse_conditioning(dict(tokens=dict())).tokens == TokensCfg(
-        solver='gram', detach=True, position='before_pos_embed', ns_iters=30)
+        solver='auto', detach=True, position='before_pos_embed', ns_iters=10)
     assert parse_conditioning(dict(tokens=None, precond=False)) == ConditioningConfig()
 
 
@@ -47,7 +47,7 @@ def test_full_config_round_trips_and_is_frozen():
     (dict(spectral=dict(targets=('q', 'o'))), "'o'", "'q', 'k', 'v'"),
     (dict(spectral=dict(targets=())), 'conditioning.spectral.targets', "'q', 'k', 'v'"),
     (dict(spectral=dict(targets=('q', 'q'))), 'duplicate', "'q', 'k', 'v'"),
-    (dict(tokens=dict(solver='eigh')), "'eigh'", "'svd', 'gram', 'newton_schulz'"),
+    (dict(tokens=dict(solver='eigh')), "'eigh'", "'auto', 'svd', 'gram', 'newton_schulz'"),
     (dict(tokens=dict(position='after_patch')), "'after_patch'",
      "'before_pos_embed', 'after_pos_embed'"),
     (dict(tokens=dict(ns_iters=0)), 'conditioning.tokens.ns_iters', '>= 1'),
