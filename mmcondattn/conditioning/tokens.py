@@ -9,10 +9,10 @@ docs/performance.md):
   singular values); float32 (float64 for float64 input).
 * ``gram``: C = σ_max X G^(-1/2) with the smaller Gram matrix G = XᵀX (XXᵀ when N < D)
   eigendecomposed, in float32 where the eigenvalue ratio λ_min / λ_max it finds is >= 1e-3
-  (κ(X) <= 31: float32 is enough there, see ``GRAM32_MIN_EIG_RATIO``), else again in float64
-  (κ ≈ 2 up to κ(X) ≈ 1e6); images beyond that (numerically rank-deficient X, e.g. Swin's
-  linear 48→96 patch embedding) go to ``svd``. Each step redoes only the images that need it.
-  The fastest exact solver on CPU at detection sizes.
+  (κ(X) <= 31: float32 is enough there, see ``GRAM32_MIN_EIG_RATIO``), again in float64 where
+  it is in [1e-6, 1e-3) (κ(X) <= 1e3, which float32 still resolves); images below (κ(X)
+  beyond 1e3 or rank-deficient X, e.g. Swin's linear 48→96 patch embedding) go to ``svd``.
+  Only the images that need a second solver are redone. The fastest exact solver on CPU.
 * ``newton_schulz``: matmuls only (GPU-friendly): Y ← aY + bY(YᵀY) + cY(YᵀY)² from
   Y = X / σ_max (σ_max by a Krylov / Rayleigh-Ritz estimate), ``ns_iters`` = 10 quintic steps (tuned
   coefficients while the small singular values grow, Newton's (15, -10, 3)/8 for the last 3):
@@ -25,7 +25,7 @@ docs/performance.md):
 All solvers return a finite result for degenerate X (all zeros, rank 1). The fallbacks are
 data-dependent; under ``torch.compile`` they run through ``torch.cond`` (no graph break).
 """
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,9 @@ GRAM_MIN_EIG_RATIO = 1e-12
 # the float32 route where the ratio float32 finds is >= 1e-3 (κ(X) <= 31); measured
 # (docs/performance.md): κ(X + C) - 2/(1 + 1/κ(X)) <= 1e-4 up to κ(X) = 300 at 196..16384 × 96..384
 GRAM32_MIN_EIG_RATIO = 1e-3
+# below this the float32 ratio is rounding noise (it reads ±1e-8 for κ(X) = 1e4 and for
+# rank-deficient X; 1e-6 within 5 % at κ(X) = 1e3): those images go to svd directly
+GRAM32_RESOLVED_EIG_RATIO = 1e-6
 # newton_schulz: images with ‖YᵀY − I‖_∞ above this go to svd; below it κ(X + C) <=
 # (1 + √(1 + tol)) / √(1 − tol) = 2.0075 (given σ_max)
 NS_TOL = 5e-3
@@ -61,19 +64,21 @@ def _is_compiling() -> bool:
     return torch._dynamo.is_compiling()
 
 
-def _redo(bad: torch.Tensor, c: torch.Tensor, x: torch.Tensor,
-          solver: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``c`` (..., N, D) with the images where ``bad`` (...) is True recomputed by ``solver``
-    from ``x``. Eager: only those images; compiled: ``torch.cond`` (no graph break), which
-    runs ``solver`` on the batch when any image needs it."""
+def _redo(bad: torch.Tensor, c: torch.Tensor, args: Tuple[torch.Tensor, ...],
+          solver: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """``c`` (..., N, D) with the images where ``bad`` (...) is True recomputed as
+    ``solver(*args)`` (each arg batched like ``c``). Eager: only those images; compiled:
+    ``torch.cond`` (no graph break), which runs ``solver`` on the batch if any needs it."""
     if _is_compiling() and hasattr(torch, 'cond'):
-        return torch.cond(bad.any(),
-                          lambda c, x, bad: torch.where(bad[..., None, None], solver(x), c),
-                          lambda c, x, bad: c.clone(), (c, x, bad))
+        # both branches contiguous (LAPACK's results are column-major; cond wants one layout)
+        return torch.cond(
+            bad.any(),
+            lambda c, bad, *a: torch.where(bad[..., None, None], solver(*a), c).contiguous(),
+            lambda c, bad, *a: c.contiguous().clone(), (c, bad) + tuple(args))
     if bad.dim() == 0:  # one matrix
-        return solver(x) if bad else c
+        return solver(*args) if bad else c
     if bad.any():
-        c = c.index_put((bad, ), solver(x[bad]))
+        c = c.index_put((bad, ), solver(*(a[bad] for a in args)))
     return c
 
 
@@ -82,31 +87,42 @@ def _correction_svd(x: torch.Tensor) -> torch.Tensor:
     return s[..., :1, None] * (u @ vh)  # (..., N, D)
 
 
-def _gram_correction(x: torch.Tensor, dtype: torch.dtype):
-    """(C, ratio): C = σ_max X G^(-1/2) computed in ``dtype`` (returned in x's dtype) and the
-    eigenvalue ratio λ_min / λ_max of G (...) it found."""
-    xw = x.to(dtype)
-    g = xw.mT @ xw if _tall(x) else xw @ xw.mT  # (..., k, k), k = min(N, D)
-    lam, q = torch.linalg.eigh(g)  # ascending eigenvalues σ_i², (..., k), (..., k, k)
-    tiny = torch.finfo(dtype).tiny
+def _gram_eig(x: torch.Tensor):
+    """(lam, q, ratio): eigh of the smaller Gram matrix of x (..., N, D) in x's dtype,
+    ascending σ_i² (..., k) and vectors (..., k, k), and λ_min / λ_max (...)."""
+    lam, q = torch.linalg.eigh(x.mT @ x if _tall(x) else x @ x.mT)
+    return lam, q, lam[..., 0] / lam[..., -1].clamp(min=torch.finfo(x.dtype).tiny)
+
+
+def _gram_apply(x: torch.Tensor, lam: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """σ_max X G^(-1/2) (G^(-1/2) X when N < D) from :func:`_gram_eig`: (..., N, D)."""
     lmax = lam[..., -1:].clamp(min=0)  # (..., 1)
     # floor tiny/negative eigenvalues (rank tolerance; tiny keeps the zero matrix finite)
-    floor = (lmax * torch.finfo(dtype).eps * g.shape[-1]).clamp(min=tiny)
+    floor = (lmax * torch.finfo(x.dtype).eps * lam.shape[-1]).clamp(min=torch.finfo(x.dtype).tiny)
     m = (q * (lmax.sqrt() * torch.maximum(lam, floor).rsqrt()).unsqueeze(-2)) @ q.mT
-    c = (xw @ m if _tall(x) else m @ xw).to(x.dtype)  # σ_max G^(-1/2) applied: (..., N, D)
-    return c, lam[..., 0] / lmax[..., 0].clamp(min=tiny)
+    return x @ m if _tall(x) else m @ x
 
 
 def _correction_gram64(x: torch.Tensor) -> torch.Tensor:
-    c, ratio = _gram_correction(x, torch.float64)
-    return _redo(ratio <= GRAM_MIN_EIG_RATIO, c, x, _correction_svd)
+    x64 = x.to(torch.float64)
+    lam, q, ratio = _gram_eig(x64)
+    c = _gram_apply(x64, lam, q).to(x.dtype)
+    return _redo(ratio <= GRAM_MIN_EIG_RATIO, c, (x, ), _correction_svd)
 
 
 def _correction_gram(x: torch.Tensor) -> torch.Tensor:
+    """float32 eigh; where its ratio is below 1e-3: float64 (>= 1e-6) or the completion."""
     if x.dtype == torch.float64:
         return _correction_gram64(x)
-    c, ratio = _gram_correction(x, torch.float32)
-    return _redo(ratio < GRAM32_MIN_EIG_RATIO, c, x, _correction_gram64)
+    lam, q, ratio = _gram_eig(x)
+    deficient = ratio < GRAM32_RESOLVED_EIG_RATIO
+    low = ~deficient & (ratio < GRAM32_MIN_EIG_RATIO)
+    if _is_compiling() or not bool((deficient | low).all()):
+        c = _gram_apply(x, lam, q)
+    else:  # no image keeps the float32 result
+        c = torch.zeros_like(x)
+    c = _redo(deficient, c, (x, ), _correction_svd)
+    return _redo(low, c, (x, ), _correction_gram64)
 
 
 def _lambda_max(g: torch.Tensor, steps: int) -> torch.Tensor:
@@ -150,7 +166,7 @@ def _newton_schulz_polar(x: torch.Tensor, iters: int):
 
 def _correction_newton_schulz(x: torch.Tensor, iters: int) -> torch.Tensor:
     smax, y, err = _newton_schulz_polar(x, iters)
-    return _redo(~(err <= NS_TOL), smax * y, x, _correction_svd)  # NaN err fails too
+    return _redo(~(err <= NS_TOL), smax * y, (x, ), _correction_svd)  # NaN err fails too
 
 
 def resolve_solver(solver: str, device: torch.device) -> str:
