@@ -9,6 +9,10 @@ median over rounds of the two back-to-back calls' ratio, with its interquartile 
 * ``infer``: one forward in eval mode under ``torch.no_grad()``;
 * ``peak``: peak memory of the training step (:func:`.timing.peak_memory`).
 
+With ``compile`` (:class:`BenchmarkSettings`) both twins of the backbone and layer rows are
+wrapped with ``torch.compile`` after building and loading the weights; they compile during
+the warm-up calls (at least one of train and of infer), which are not timed.
+
 Whole-detector rows time one Mask R-CNN training iteration (data preprocessor, ``model.loss``,
 backward) on a synthetic batch built with mmdet's ``DetDataSample`` / ``InstanceData``, for
 the configs given in :class:`BenchmarkSettings`. The token-solver table times each solver of
@@ -66,7 +70,10 @@ class BenchmarkSettings:
     """What to run. ``img_size``: size -> (H, W); batch sizes: per size (defaults depend
     on the device and ``tiny``). ``detectors``: ``(label, config)`` of the whole-detector
     rows (a config file or an ``mmdet::`` one), timed against the first; twins of the first
-    (the same state-dict keys) get its weights. ``tiny``: tiny archs and images (tests)."""
+    (the same state-dict keys) get its weights. ``tiny``: tiny archs and images (tests).
+    ``compile``: backbone and layer rows time ``torch.compile``-d twins (``compile_backend``:
+    inductor by default; a cheap one such as ``aot_eager`` for tests), compiled during an
+    untimed warm-up (at least one call even with ``warmup=0``)."""
     families: Sequence[str] = FAMILIES
     methods: Sequence[str] = METHODS
     sizes: Sequence[str] = SIZES
@@ -79,6 +86,8 @@ class BenchmarkSettings:
     layers: bool = True
     detectors: Sequence[Tuple[str, str]] = ()
     solvers: bool = True
+    compile: bool = False
+    compile_backend: str = 'inductor'
 
     def __post_init__(self):
         self.families = check_choices('family', self.families, FAMILIES)
@@ -96,6 +105,17 @@ class BenchmarkSettings:
         if self.repeats < 1 or self.warmup < 0:
             raise ValueError(f'repeats must be >= 1 and warmup >= 0, got {self.repeats}, '
                              f'{self.warmup}')
+
+    @property
+    def twin_warmup(self) -> int:
+        """Untimed calls per twin before timing: compiled twins compile in the first one."""
+        return max(self.warmup, 1) if self.compile else self.warmup
+
+    def maybe_compile(self, *models: nn.Module) -> Tuple[nn.Module, ...]:
+        """``models`` wrapped with ``torch.compile`` (``compile_backend``) if ``compile``."""
+        if not self.compile:
+            return models
+        return tuple(torch.compile(m, backend=self.compile_backend) for m in models)
 
 
 # --- building -------------------------------------------------------------------------------
@@ -207,11 +227,11 @@ def bench_backbone(family: str, size: str, method: str, s: BenchmarkSettings) ->
     """Conditioned backbone vs its plain twin: train, infer, peak memory."""
     device = torch.device(s.device)
     hw, batch = s.img_size[size], s.batch_size[size]
-    plain, cond = build_twins(family, size, method, hw, s.tiny, s.device)
+    models = s.maybe_compile(*build_twins(family, size, method, hw, s.tiny, s.device))
     x = torch.randn(batch, 3, *hw, device=device)
-    models = (plain, cond)
-    train = time_alternating(models, lambda m: train_step(m, x), s.warmup, s.repeats, device)
-    infer = time_alternating(models, lambda m: infer_step(m, x), s.warmup, s.repeats, device)
+    warmup = s.twin_warmup
+    train = time_alternating(models, lambda m: train_step(m, x), warmup, s.repeats, device)
+    infer = time_alternating(models, lambda m: infer_step(m, x), warmup, s.repeats, device)
     peak = peak_memory(models, lambda m: train_step(m, x), device)
     return Row((family, size, method), tuple(x.shape), train, infer, tuple(peak))
 
@@ -272,9 +292,9 @@ def bench_layer(family: str, size: str, method: str, s: BenchmarkSettings) -> Ro
         for _ in range(LAYER_CALLS):
             infer_step(m, (x, *args[1:]), kwargs)
 
-    models = (plain, cond)
-    train_t = time_alternating(models, train, s.warmup, s.repeats, device)
-    infer_t = time_alternating(models, infer, s.warmup, s.repeats, device)
+    models = s.maybe_compile(plain, cond)
+    train_t = time_alternating(models, train, s.twin_warmup, s.repeats, device)
+    infer_t = time_alternating(models, infer, s.twin_warmup, s.repeats, device)
     peak = peak_memory(models, lambda m: train_step(m, (x, *args[1:]), kwargs), device)
     return Row((family, size, method), tuple(x.shape), train_t, infer_t, tuple(peak))
 
@@ -425,10 +445,11 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
         detectors=[],
         solvers=[])
     jobs = list(itertools.product(s.sizes, s.families, s.methods))
+    tag = ' (compiled)' if s.compile else ''
     for i, (size, family, method) in enumerate(jobs, 1):
         row = bench_backbone(family, size, method, s)
         result['backbones'].append(row)
-        log(f'[{i}/{len(jobs)}] {family} {size} {method}: train x{row.train.ratio():.3f}, '
+        log(f'[{i}/{len(jobs)}] {family} {size} {method}{tag}: train x{row.train.ratio():.3f}, '
             f'infer x{row.infer.ratio():.3f}, peak x{row.peak_ratio:.3f}')
     if s.layers:
         from ..conditioning import parse_conditioning
@@ -437,7 +458,7 @@ def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> di
         for size, family, method in layer_jobs:
             row = bench_layer(family, size, method, s)
             result['layers'].append(row)
-            log(f'[layer] {family} {size} {method}: train x{row.train.ratio():.3f}, '
+            log(f'[layer] {family} {size} {method}{tag}: train x{row.train.ratio():.3f}, '
                 f'infer x{row.infer.ratio():.3f}, peak x{row.peak_ratio:.3f}')
     if s.detectors and 'det' in s.sizes:
         result['detectors'] = bench_detectors(s)
@@ -489,13 +510,21 @@ def render_markdown(result: dict, command: str) -> str:
         f'- {s.repeats} alternating rounds after {s.warmup} warm-up calls each; times are '
         'medians; ratio = median over rounds of conditioned / plain twin (same weights, '
         'timed back to back), IQR = its quartiles over rounds',
-        '',
     ]
+    compiled = ''
+    if s.compile:
+        compiled = f'compiled (`torch.compile`, backend {s.compile_backend})'
+        lines.append(f'- {compiled}: both twins of every backbone and layer row, wrapped after '
+                     f'building and loading the weights and compiled during their '
+                     f'{s.twin_warmup} untimed warm-up call(s) of train and of infer; the '
+                     'Mask R-CNN and token-solver rows run eagerly')
+    lines.append('')
     header = ('| family | size | method | input | train plain ms | train cond ms | train ratio '
               '| train ratio IQR | infer plain ms | infer cond ms | infer ratio '
               '| infer ratio IQR | peak plain MiB | peak cond MiB | peak ratio |')
-    for key, title in (('backbones', 'Backbones:'),
-                       ('layers', f'The first attention layer alone ({LAYER_CALLS} calls per '
+    for key, title in (('backbones', f'Backbones, {compiled}:' if compiled else 'Backbones:'),
+                       ('layers', (f'{compiled.capitalize()}: t' if compiled else 'T') +
+                        f'he first attention layer alone ({LAYER_CALLS} calls per '
                         'timed sample, on the input it gets in the backbone; `all` = precond '
                         '+ spectral, the layer methods). The backbone differs from its twin '
                         'only inside these layers (tokens aside), so a layer ratio bounds the '

@@ -82,6 +82,86 @@ def test_tool_writes_a_markdown_table(tmp_path):
         assert all(float(r[i]) <= 2.05 for i, h in enumerate(header) if h.endswith('=1e4'))
 
 
+def test_compile_times_compiled_twins_and_says_so(monkeypatch):
+    """``compile``: both twins of the backbone and the layer rows go through torch.compile
+    (with the settings' backend; the cheap ``eager`` one here), compiled during a warm-up
+    even with ``warmup=0``; the tables and log lines say that they are compiled."""
+    from mmcondattn.analysis.benchmark import run_benchmark
+    try:
+        torch.compile(lambda t: t + 1, backend='eager')(torch.zeros(1))
+    except Exception as e:  # no torch.compile / dynamo for this torch and Python
+        pytest.skip(f'torch.compile unsupported by torch {torch.__version__} here: {e}')
+    compiled, real = [], torch.compile
+
+    def spy(model, **kwargs):
+        compiled.append((type(model).__name__, kwargs))
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(torch, 'compile', spy)
+    s = BenchmarkSettings(
+        families=['vit'],
+        methods=['precond'],
+        sizes=['cls'],
+        tiny=True,
+        repeats=1,
+        warmup=0,
+        solvers=False,
+        compile=True,
+        compile_backend='eager')
+    assert s.twin_warmup == 1
+    logs = []
+    result = run_benchmark(s, log=logs.append)
+    assert compiled == [('ConditionedViT', dict(backend='eager'))] * 2 + \
+        [('MultiheadAttention', dict(backend='eager'))] * 2
+    assert [r.label
+            for r in result['backbones'] + result['layers']] == [('vit', 'cls', 'precond')] * 2
+    assert all(
+        line.startswith(('[1/1] vit cls precond (compiled):',
+                         '[layer] vit cls precond (compiled):')) for line in logs)
+    text = render_markdown(result, 'python tool --compile')
+    assert 'Backbones, compiled (`torch.compile`, backend eager):' in text
+    assert '- compiled (`torch.compile`, backend eager): both twins' in text
+    header, body = table(text, 'family')
+    assert [r[:3] for r in body] == [['vit', 'cls', 'precond']]
+    assert all(float(r[header.index(c)]) > 0 for r in body for c in ('train ratio', 'peak ratio'))
+    header, body = table(
+        text,
+        'family',
+        after='Compiled (`torch.compile`, backend eager): the '
+        'first attention layer alone')
+    assert [r[:3] for r in body] == [['vit', 'cls', 'precond']]
+    off = BenchmarkSettings(tiny=True)
+    assert not off.compile and off.twin_warmup == off.warmup
+    linear = nn.Linear(2, 2)
+    assert off.maybe_compile(linear)[0] is linear  # off: the models themselves
+
+
+def test_tool_compile_flag_and_its_markers(tmp_path):
+    """--compile sets the settings (backend inductor unless --compile-backend) and writes
+    between the benchmark-compiled markers; a document with only the eager markers is
+    refused, not overwritten whole."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('benchmark_tool', f'{REPO}/{TOOL}')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args, s = tool.parse_args(['--tiny', '--compile'])
+    assert s.compile and s.compile_backend == 'inductor' and tool.out_tag(args.compile) == \
+        'benchmark-compiled'
+    args, s = tool.parse_args(['--tiny', '--compile-backend', 'aot_eager'])
+    assert not s.compile and tool.out_tag(args.compile) == 'benchmark'
+    doc = tmp_path / 'performance.md'
+    doc.write_text(f'# Performance\n{BEGIN}\neager table\n{END}\n')
+    with pytest.raises(SystemExit) as e:
+        tool.parse_args(['--compile', '--out', str(doc)])
+    assert e.value.code == 2
+    doc.write_text(f'{BEGIN}\neager\n{END}\n<!-- benchmark-compiled:begin -->\n'
+                   '<!-- benchmark-compiled:end -->\n')
+    args, _ = tool.parse_args(['--compile', '--out', str(doc)])
+    write_markdown(str(doc), '| compiled |', tag=tool.out_tag(args.compile))
+    assert doc.read_text() == (f'{BEGIN}\neager\n{END}\n<!-- benchmark-compiled:begin -->\n'
+                               '| compiled |\n<!-- benchmark-compiled:end -->\n')
+
+
 @pytest.mark.parametrize('args,bad', [(['--families', 'vit', 'resnet'], "'resnet'"),
                                       (['--methods', 'precondition'], "'precondition'"),
                                       (['--img-size', 'seg=64'], "'seg'")])

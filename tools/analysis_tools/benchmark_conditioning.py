@@ -4,6 +4,9 @@ Examples::
 
     # the CPU tables of docs/performance.md (replaced between its benchmark markers)
     python tools/analysis_tools/benchmark_conditioning.py --out docs/performance.md
+    # the compiled tables (torch.compile, inductor) between the benchmark-compiled markers
+    python tools/analysis_tools/benchmark_conditioning.py --compile --no-detector \\
+        --no-solvers --out docs/performance.md
     # a quick look at one family and method on a GPU
     python tools/analysis_tools/benchmark_conditioning.py --families xcit --methods precond \\
         --device cuda --out work_dirs/bench.md
@@ -80,9 +83,19 @@ def parse_args(argv=None):
     p.add_argument('--no-detector', action='store_true', help='skip the Mask R-CNN rows')
     p.add_argument('--no-solvers', action='store_true', help='skip the token-solver table')
     p.add_argument(
+        '--compile',
+        action='store_true',
+        help='time torch.compile-d twins in the backbone and layer tables (compiled during '
+        'the untimed warm-up, at least one call); --out fills the benchmark-compiled markers')
+    p.add_argument(
+        '--compile-backend',
+        default='inductor',
+        help='torch.compile backend with --compile (default: inductor)')
+    p.add_argument(
         '--out',
         help='markdown file to write (replaces only the part between '
-        '<!-- benchmark:begin --> and <!-- benchmark:end --> if it has them)')
+        '<!-- benchmark:begin --> and <!-- benchmark:end --> if it has them; with --compile '
+        'between <!-- benchmark-compiled:begin --> and <!-- benchmark-compiled:end -->)')
     args = p.parse_args(argv)
     try:
         img_size = {}
@@ -109,10 +122,25 @@ def parse_args(argv=None):
             detectors=() if args.no_detector else
             [(label, cfg if cfg.startswith('mmdet::') else osp.join(REPO, cfg))
              for label, cfg in DETECTORS],
-            solvers=not args.no_solvers)
+            solvers=not args.no_solvers,
+            compile=args.compile,
+            compile_backend=args.compile_backend)
     except ValueError as e:
         p.error(str(e))
+    tag = out_tag(args.compile)
+    if args.out and osp.isfile(args.out):
+        with open(args.out, encoding='utf-8') as f:
+            text = f.read()
+        other = out_tag(not args.compile)
+        if f'<!-- {other}:begin -->' in text and f'<!-- {tag}:begin -->' not in text:
+            p.error(f'{args.out} has <!-- {other}:begin --> but no <!-- {tag}:begin --> '
+                    f'marker: it would be overwritten whole')
     return args, settings
+
+
+def out_tag(compiled: bool) -> str:
+    """The markers of ``--out``: compiled tables get their own place in a document."""
+    return 'benchmark-compiled' if compiled else 'benchmark'
 
 
 def main(argv=None):
@@ -121,7 +149,7 @@ def main(argv=None):
         run_benchmark(settings),
         command_line(sys.argv if argv is None else [sys.argv[0], *argv], root=REPO))
     if args.out:
-        write_markdown(args.out, text)
+        write_markdown(args.out, text, tag=out_tag(args.compile))
         print(f'wrote {args.out}')
     else:
         print(text)
