@@ -3,4 +3,4 @@
 # without conditioning (conditioning changes the function of the same weights): for a
 # conditioned ImageNet start see docs/get_started.md#pretrain-on-imagenet-then-fine-tune-on-coco
 _base_ = './mask-rcnn_xcit-m24-p16_fpn_ms-crop-3x_coco.py'
-model = dict(backbone=dict(conditioning=dict(tokens=dict(solver='gram'))))
+model = dict(backbone=dict(conditioning=dict(tokens=dict(solver='auto'))))

@@ -329,24 +329,26 @@ def _spectral_pair(qkv):
 @pytest.mark.parametrize('dtype,autocast,tol', [(torch.float64, False, 1e-12),
                                                 (torch.float32, True, 2e-2)])
 @pytest.mark.parametrize('pair,out_features', [(_precond_pair, 16), (_spectral_pair, 96)])
-@pytest.mark.parametrize('strided', [False, True])
+@pytest.mark.parametrize('layout', ['token-major', 'channel-major', 'channel-major-1'])
 def test_hand_written_backwards_equal_the_reference_in_other_precisions(
-        pair, out_features, strided, dtype, autocast, tol):
+        pair, out_features, layout, dtype, autocast, tol):
     """The Functions with a written-out backward (precond projection, spectral identity) =
     their reference (``precondition`` then F.linear; F.linear with W + lam·I) in float64
     (rtol 1e-12) and under CPU bf16 autocast (rtol 2e-2, bf16's 8-bit mantissa): values and
-    gradients of x, W, b, in the reference's dtypes; also for a strided input (XCA hands
-    ``proj`` a permuted view), and without autograd."""
+    gradients of x, W, b, in the reference's dtypes; also for a channel-major input (XCA
+    hands ``proj`` a permuted view of (B, heads, d, N): the precond projection then works in
+    that order, and keeps it for one image), and without autograd."""
     torch.manual_seed(0)
     lin = nn.Linear(32, out_features).to(dtype)
     fast, reference = pair(lin)
     rows = torch.logspace(-2, 2, 9, dtype=dtype)
-    if strided:  # (B, heads, d, N) permuted to (B, N, heads·d), as XCA does
-        x = (torch.randn(2, 4, 8, 9, dtype=dtype) * rows).requires_grad_()
-        inp = lambda: x.permute(0, 3, 1, 2).reshape(2, 9, 32)  # noqa: E731
+    b = 1 if layout == 'channel-major-1' else 2
+    if layout != 'token-major':  # (B, heads, d, N) permuted to (B, N, heads·d), as XCA does
+        x = (torch.randn(b, 4, 8, 9, dtype=dtype) * rows).requires_grad_()
+        inp = lambda: x.permute(0, 3, 1, 2).reshape(b, 9, 32)  # noqa: E731
         assert not inp().is_contiguous()
     else:
-        x = (torch.randn(2, 9, 32, dtype=dtype) * rows[:, None]).requires_grad_()
+        x = (torch.randn(b, 9, 32, dtype=dtype) * rows[:, None]).requires_grad_()
         inp = lambda: x  # noqa: E731
     params = [x, lin.weight, lin.bias]
 
