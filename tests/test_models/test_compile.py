@@ -24,18 +24,6 @@ from mmcondattn.conditioning import fold_conditioning
 FAMILIES = tuple(BACKBONES)
 METHODS = tuple(name for name in PRESETS if name != 'baseline')
 STOCK = {'vit': 'VisionTransformer', 'swin': 'SwinTransformer', 'xcit': 'XCiT'}
-# the presets with token conditioning: mmcondattn/conditioning/tokens.py is being rewritten
-# for dynamo (data-dependent Python branches -> torch.cond); its cases pass or fail with the
-# state of that work. Remove this xfail once it lands.
-TOKENS_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason='token conditioning (conditioning/tokens.py) still breaks the graph: '
-    'data-dependent branching on the solver fallback; being rewritten')
-TOKENS_OUTPUT_XFAIL = pytest.mark.xfail(
-    strict=False,
-    reason='token conditioning (conditioning/tokens.py, being rewritten): the two branches of '
-    'its torch.cond return differently strided tensors, which dynamo refuses')
-
 # torch 2.1's dynamo cannot trace what precond and spectral call (measured on 2.1.2; 2.13
 # traces them without a break): torch.promote_types and Tensor.is_contiguous return
 # non-Tensors (conditioning/precond.py), tuple.index (conditioning/spectral.py's forward)
@@ -45,6 +33,12 @@ OLD_DYNAMO_XFAIL = pytest.mark.xfail(
     strict=False,
     reason='torch 2.1 dynamo breaks at torch.promote_types / Tensor.is_contiguous '
     '(conditioning/precond.py) and tuple.index (conditioning/spectral.py forward)')
+
+# torch 2.1's dynamo breaks in token conditioning too (mmcondattn/conditioning/tokens.py)
+TOKENS_OLD_DYNAMO_XFAIL = pytest.mark.xfail(
+    OLD_DYNAMO,
+    strict=False,
+    reason='torch 2.1 dynamo breaks in token conditioning (conditioning/tokens.py)')
 
 
 def _compile_unsupported():
@@ -113,10 +107,13 @@ def _where(reason):
 
 
 def explain(model, x, train=False):
-    """(graph break count, one line per graph) of ``model(x)`` under dynamo. The count is
-    explain's: graphs - 1, so a frame dynamo gave up on (its callees then compile on their
-    own, as graphs that end without a break) counts too; each line says how a graph ended
-    ('break: <reason>' or 'end: <reason>') and where."""
+    """(graph breaks, one line per graph) of ``model(x)`` under ``torch._dynamo.explain``.
+
+    Graph breaks: the graphs that end in a break (explain's ``break_reasons``). Not
+    ``graph_count - 1``: where dynamo skips a whole frame (stock ViT: a break inside its loop
+    over the layers), the module calls in it run eagerly and each compiles on its own, so a
+    forward hook there (token conditioning's) is one more graph without any break. Each line
+    says how a graph ended ('break: <reason>' or 'end: <reason>') and where."""
     torch._dynamo.reset()
     model.train(train)
     with torch.set_grad_enabled(train):
@@ -127,7 +124,7 @@ def explain(model, x, train=False):
         r = gm.compile_subgraph_reason
         kind = 'break' if r.graph_break else 'end'
         lines.append(f'{kind}: {r.reason.splitlines()[0][:200]} @ {_where(r)}')
-    return out.graph_break_count, lines
+    return len(out.break_reasons), lines
 
 
 _STOCK_BREAKS = {}
@@ -147,7 +144,7 @@ def _cases(modes):
         for family in FAMILIES:
             for method in METHODS:
                 conditioning = PRESETS[method].conditioning
-                marks = [TOKENS_XFAIL] if 'tokens' in conditioning else []
+                marks = [TOKENS_OLD_DYNAMO_XFAIL] if 'tokens' in conditioning else []
                 if not PRESETS[method].fold and ('precond' in conditioning
                                                  or 'spectral' in conditioning):
                     marks.append(OLD_DYNAMO_XFAIL)
@@ -182,7 +179,15 @@ def _train_step(call, model, x):
     return [o.detach() for o in outs], grads
 
 
-def check_compiled_equals_eager(family, method, backend, mode, rtol=1e-5, atol=1e-5):
+def _close(got, want, rtol, atol, what):
+    """``atol`` relative to ``want``'s largest entry: AOT autograd decomposes some backwards
+    (layer norm, ...), so sums over the batch and tokens round differently in float32."""
+    scale = max(1., want.abs().max().item())
+    torch.testing.assert_close(
+        got, want, rtol=rtol, atol=atol * scale, msg=lambda m: f'{what}: {m}')
+
+
+def check_compiled_equals_eager(family, method, backend, mode, rtol=1e-5, atol=1e-4):
     """``torch.compile(model, backend=backend)`` against the eager model (the same one):
     ``train``: outputs and every parameter's gradient of a training step; ``eval``: outputs
     in eval mode without autograd."""
@@ -199,15 +204,10 @@ def check_compiled_equals_eager(family, method, backend, mode, rtol=1e-5, atol=1
         got, got_grads = _train_step(compiled, model, x)
         assert got_grads.keys() == want_grads.keys() and want_grads
         for name in want_grads:
-            torch.testing.assert_close(
-                got_grads[name],
-                want_grads[name],
-                rtol=rtol,
-                atol=atol,
-                msg=lambda m: f'{name}: {m}')
+            _close(got_grads[name], want_grads[name], rtol, atol, f'gradient of {name}')
     assert len(got) == len(want)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
+    for i, (g, w) in enumerate(zip(got, want)):
+        _close(g, w, rtol, atol, f'output {i}')
     torch._dynamo.reset()
 
 
@@ -221,8 +221,6 @@ def _output_cases():
         for family in FAMILIES:
             for method in METHODS:
                 marks = [] if (family, method, mode) == fast else [pytest.mark.slow]
-                if 'tokens' in PRESETS[method].conditioning:
-                    marks.append(TOKENS_OUTPUT_XFAIL)
                 cases.append(pytest.param(family, method, mode, marks=marks))
     return cases
 
