@@ -48,6 +48,8 @@ FAMILIES = ('vit', 'swin', 'xcit')
 # the conditioned presets, each timed against its baseline twin
 METHODS = tuple(name for name in PRESETS if name != 'baseline')
 SIZES = ('cls', 'det')
+# the token solvers timed ('auto' is one of them, chosen by device)
+SOLVERS = tuple(name for name in TOKEN_SOLVERS if name != 'auto')
 # family: (registered name, arch, tiny arch for tests)
 BACKBONES = {
     'vit': ('ConditionedViT', 'deit-small',
@@ -400,7 +402,7 @@ def _ill_conditioned_like(x: torch.Tensor, kappa: float, seed: int = 0) -> torch
 def bench_solvers(family: str,
                   size: str,
                   s: BenchmarkSettings,
-                  solvers: Sequence[str] = TOKEN_SOLVERS,
+                  solvers: Sequence[str] = SOLVERS,
                   kappa: float = 1e4) -> dict:
     """Each token solver on the real patch tokens X (B, N, D) of ``family``'s plain backbone:
     median ms, max κ(X + C) on X and on a matrix shaped like X with κ = ``kappa``."""

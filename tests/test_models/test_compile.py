@@ -24,25 +24,19 @@ from mmcondattn.conditioning import fold_conditioning
 FAMILIES = tuple(BACKBONES)
 METHODS = tuple(name for name in PRESETS if name != 'baseline')
 STOCK = {'vit': 'VisionTransformer', 'swin': 'SwinTransformer', 'xcit': 'XCiT'}
-# torch 2.1's dynamo cannot trace what precond and spectral call (measured on 2.1.2; 2.13
+# torch 2.1's dynamo cannot trace what the conditioned layers call (measured on 2.1.2; 2.13
 # traces them without a break): torch.promote_types and Tensor.is_contiguous return
-# non-Tensors (conditioning/precond.py), tuple.index (conditioning/spectral.py's forward)
+# non-Tensors (conditioning/precond.py), tuple.index (conditioning/spectral.py's forward), and
+# torch.cond is missing (conditioning/tokens.py). Compiled twins are supported from torch 2.2.
 OLD_DYNAMO = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (2, 2)
-OLD_DYNAMO_XFAIL = pytest.mark.xfail(
-    OLD_DYNAMO,
-    strict=False,
-    reason='torch 2.1 dynamo breaks at torch.promote_types / Tensor.is_contiguous '
-    '(conditioning/precond.py) and tuple.index (conditioning/spectral.py forward)')
-
-# torch 2.1's dynamo breaks in token conditioning too (mmcondattn/conditioning/tokens.py)
-TOKENS_OLD_DYNAMO_XFAIL = pytest.mark.xfail(
-    OLD_DYNAMO,
-    strict=False,
-    reason='torch 2.1 dynamo breaks in token conditioning (conditioning/tokens.py)')
 
 
 def _compile_unsupported():
-    """Why this torch / Python cannot run torch.compile, or None."""
+    """Why this torch / Python cannot run torch.compile (for conditioned twins), or None."""
+    if OLD_DYNAMO:
+        return (f'torch {torch.__version__}: dynamo breaks in the conditioned layers (no '
+                'torch.cond, promote_types / is_contiguous / tuple.index untraceable); '
+                'compiled twins need torch >= 2.2')
     try:
         dynamo = importlib.import_module('torch._dynamo')
     except ImportError as e:
@@ -143,13 +137,8 @@ def _cases(modes):
     for mode in modes:
         for family in FAMILIES:
             for method in METHODS:
-                conditioning = PRESETS[method].conditioning
-                marks = [TOKENS_OLD_DYNAMO_XFAIL] if 'tokens' in conditioning else []
-                if not PRESETS[method].fold and ('precond' in conditioning
-                                                 or 'spectral' in conditioning):
-                    marks.append(OLD_DYNAMO_XFAIL)
-                if mode == 'train' or method == 'tokens':  # `all` has tokens' breaks too
-                    marks.append(pytest.mark.slow)
+                slow = mode == 'train' or method == 'tokens'
+                marks = [pytest.mark.slow] if slow else []
                 out.append(pytest.param(family, method, mode, marks=marks))
     return out
 
