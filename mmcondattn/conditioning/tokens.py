@@ -25,7 +25,7 @@ docs/performance.md):
 All solvers return a finite result for degenerate X (all zeros, rank 1). The fallbacks are
 data-dependent; under ``torch.compile`` they run through ``torch.cond`` (no graph break).
 """
-from typing import Callable, Tuple
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -64,21 +64,21 @@ def _is_compiling() -> bool:
     return torch._dynamo.is_compiling()
 
 
-def _redo(bad: torch.Tensor, c: torch.Tensor, args: Tuple[torch.Tensor, ...],
-          solver: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """``c`` (..., N, D) with the images where ``bad`` (...) is True recomputed as
-    ``solver(*args)`` (each arg batched like ``c``). Eager: only those images; compiled:
-    ``torch.cond`` (no graph break), which runs ``solver`` on the batch if any needs it."""
+def _redo(bad: torch.Tensor, c: torch.Tensor, x: torch.Tensor,
+          solver: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``c`` (..., N, D) with the images where ``bad`` (...) is True recomputed by ``solver``
+    from ``x``. Eager: only those images; compiled: ``torch.cond`` (no graph break), which
+    runs ``solver`` on the batch if any needs it."""
     if _is_compiling() and hasattr(torch, 'cond'):
         # both branches contiguous (LAPACK's results are column-major; cond wants one layout)
         return torch.cond(
             bad.any(),
-            lambda c, bad, *a: torch.where(bad[..., None, None], solver(*a), c).contiguous(),
-            lambda c, bad, *a: c.contiguous().clone(), (c, bad) + tuple(args))
+            lambda c, x, bad: torch.where(bad[..., None, None], solver(x), c).contiguous(),
+            lambda c, x, bad: c.contiguous().clone(), (c, x, bad))
     if bad.dim() == 0:  # one matrix
-        return solver(*args) if bad else c
+        return solver(x) if bad else c
     if bad.any():
-        c = c.index_put((bad, ), solver(*(a[bad] for a in args)))
+        c = c.index_put((bad, ), solver(x[bad]))
     return c
 
 
@@ -107,11 +107,11 @@ def _correction_gram64(x: torch.Tensor) -> torch.Tensor:
     x64 = x.to(torch.float64)
     lam, q, ratio = _gram_eig(x64)
     c = _gram_apply(x64, lam, q).to(x.dtype)
-    return _redo(ratio <= GRAM_MIN_EIG_RATIO, c, (x, ), _correction_svd)
+    return _redo(ratio <= GRAM_MIN_EIG_RATIO, c, x, _correction_svd)
 
 
 def _correction_gram(x: torch.Tensor) -> torch.Tensor:
-    """float32 eigh; where its ratio is below 1e-3: float64 (>= 1e-6) or the completion."""
+    """float32 eigh; where its ratio is below 1e-3: float64 (>= 1e-6) or svd."""
     if x.dtype == torch.float64:
         return _correction_gram64(x)
     lam, q, ratio = _gram_eig(x)
@@ -121,8 +121,8 @@ def _correction_gram(x: torch.Tensor) -> torch.Tensor:
         c = _gram_apply(x, lam, q)
     else:  # no image keeps the float32 result
         c = torch.zeros_like(x)
-    c = _redo(deficient, c, (x, ), _correction_svd)
-    return _redo(low, c, (x, ), _correction_gram64)
+    c = _redo(deficient, c, x, _correction_svd)
+    return _redo(low, c, x, _correction_gram64)
 
 
 def _lambda_max(g: torch.Tensor, steps: int) -> torch.Tensor:
@@ -166,7 +166,7 @@ def _newton_schulz_polar(x: torch.Tensor, iters: int):
 
 def _correction_newton_schulz(x: torch.Tensor, iters: int) -> torch.Tensor:
     smax, y, err = _newton_schulz_polar(x, iters)
-    return _redo(~(err <= NS_TOL), smax * y, (x, ), _correction_svd)  # NaN err fails too
+    return _redo(~(err <= NS_TOL), smax * y, x, _correction_svd)  # NaN err fails too
 
 
 def resolve_solver(solver: str, device: torch.device) -> str:
