@@ -268,3 +268,27 @@ def official_swin_layout(timm_sd):
         k = '.'.join(parts).replace('head.fc.', 'head.')
         out[k] = v
     return out
+
+
+# Python code: a finder that makes the OpenMMLab packages unimportable, as in an environment
+# without them (the core-import tests, the GPU check's timm mode)
+BLOCK_MM = '''
+import sys
+BLOCKED = ('mmengine', 'mmcv', 'mmdet', 'mmpretrain')
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError(f'{name} is not installed here')
+        return None
+
+sys.meta_path.insert(0, Blocker())
+'''
+
+
+def block_mm_dir(folder) -> str:
+    """``folder`` with a ``sitecustomize.py`` that runs BLOCK_MM: put it first on a
+    subprocess's PYTHONPATH and no OpenMMLab package imports there (nor in its children)."""
+    with open(osp.join(folder, 'sitecustomize.py'), 'w') as f:
+        f.write(BLOCK_MM)
+    return str(folder)

@@ -15,7 +15,7 @@ def run_tool(args, cwd, timeout=600, env=None):
     script = args[0]
     cmd = ([sys.executable, osp.join(REPO, script)]
            if script.endswith('.py') else ['bash', osp.join(REPO, script)]) + list(args[1:])
-    full_env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
+    full_env = {**os.environ, 'PYTHONPATH': REPO, **(env or {})}
     full_env.pop('VIRTUAL_ENV', None)
     if not script.endswith('.py'):
         full_env['VIRTUAL_ENV'] = osp.dirname(osp.dirname(sys.executable))

@@ -14,8 +14,8 @@ module                 what
 ``gpu_check``          the checks that need a GPU, in one report (a CPU dry run too)
 =====================  ===================================================================
 
-Importing any of them imports :mod:`mmcondattn.openmmlab` (the registries the analyses build
-their models from); matplotlib is imported only where a plot is drawn (``pip install
-matplotlib``).
+The analyses that build models from the OpenMMLab registries import :mod:`mmcondattn.openmmlab`
+(``condition_report``, ``study``, ``model_zoo`` on import; ``benchmark`` and ``gpu_check`` when
+they build an OpenMMLab model): their timm modes (``models='timm'``) need torch and timm alone.
+matplotlib is imported only where a plot is drawn (``pip install matplotlib``).
 """
-from .. import openmmlab  # noqa: F401

@@ -18,6 +18,12 @@ backward) on a synthetic batch built with mmdet's ``DetDataSample`` / ``Instance
 the configs given in :class:`BenchmarkSettings`. The token-solver table times each solver of
 method 3 on the real patch tokens of each backbone row and checks κ(X + C) <= 2.
 
+With ``models='timm'`` the twins are timm's DeiT-S, Swin-T and XCiT-S12 (``timm.create_model``,
+no weights downloaded), conditioned with :func:`mmcondattn.condition_model` and timed on their
+``forward_features``: the same conditioning layers, with torch and timm alone (no mmcv, mmengine,
+mmdet or mmpretrain), for a GPU stack the OpenMMLab ops are not built for. Layer and detector
+rows need the OpenMMLab models.
+
 This is a benchmark: it measures and reports, it asserts nothing about speed.
 """
 import copy
@@ -40,8 +46,9 @@ from .report import machine
 from .timing import Timing, peak_memory, time_alternating
 
 __all__ = [
-    'FAMILIES', 'METHODS', 'SIZES', 'BenchmarkSettings', 'build_twins', 'bench_backbone',
-    'bench_layer', 'bench_detectors', 'bench_solvers', 'run_benchmark', 'render_markdown'
+    'FAMILIES', 'METHODS', 'SIZES', 'MODEL_SOURCES', 'BenchmarkSettings', 'build_twins',
+    'bench_backbone', 'bench_layer', 'bench_detectors', 'bench_solvers', 'run_benchmark',
+    'render_markdown'
 ]
 
 FAMILIES = ('vit', 'swin', 'xcit')
@@ -57,6 +64,15 @@ BACKBONES = {
     'swin':
     ('ConditionedSwin', 'tiny', dict(embed_dims=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
     'xcit': ('ConditionedXCiT', 's12', dict(embed_dims=64, depth=4, num_heads=4)),
+}
+# where the backbones come from: the registries of mmpretrain / mmdet, or timm alone
+MODEL_SOURCES = ('openmmlab', 'timm')
+# family: (timm model, tiny overrides); the timm twins of BACKBONES
+TIMM_BACKBONES = {
+    'vit': ('deit_small_patch16_224', dict(embed_dim=64, depth=2, num_heads=4)),
+    'swin': ('swin_tiny_patch4_window7_224',
+             dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))),
+    'xcit': ('xcit_small_12_p16_224', dict(embed_dim=64, depth=4, num_heads=4)),
 }
 # tests: RoI sampling and the box head's width cut too (the stock heads dominate at 64 px)
 TINY_DETECTOR_HEADS = dict(rpn_samples=32, proposals=64, rcnn_samples=16, fc_channels=64)
@@ -75,7 +91,9 @@ class BenchmarkSettings:
     (the same state-dict keys) get its weights. ``tiny``: tiny archs and images (tests).
     ``compile``: backbone and layer rows time ``torch.compile``-d twins (``compile_backend``:
     inductor by default; a cheap one such as ``aot_eager`` for tests), compiled during an
-    untimed warm-up (at least one call even with ``warmup=0``)."""
+    untimed warm-up (at least one call even with ``warmup=0``). ``models``: 'openmmlab' (the
+    registered backbones) or 'timm' (timm's, torch and timm alone; no layer or detector rows,
+    ``layers`` defaults to False there)."""
     families: Sequence[str] = FAMILIES
     methods: Sequence[str] = METHODS
     sizes: Sequence[str] = SIZES
@@ -85,13 +103,21 @@ class BenchmarkSettings:
     warmup: int = 2
     device: str = 'cpu'
     tiny: bool = False
-    layers: bool = True
+    layers: Optional[bool] = None
     detectors: Sequence[Tuple[str, str]] = ()
     solvers: bool = True
     compile: bool = False
     compile_backend: str = 'inductor'
+    models: str = 'openmmlab'
 
     def __post_init__(self):
+        check_choices('models', [self.models], MODEL_SOURCES)
+        timm = self.models == 'timm'
+        if self.layers is None:
+            self.layers = not timm
+        if timm and (self.layers or self.detectors):
+            raise ValueError('layer and Mask R-CNN rows need the OpenMMLab models: with '
+                             "models='timm' pass --no-layers and --no-detector")
         self.families = check_choices('family', self.families, FAMILIES)
         self.methods = check_choices('method', self.methods, METHODS)
         self.sizes = check_choices('size', self.sizes, SIZES)
@@ -126,6 +152,8 @@ class BenchmarkSettings:
 def _build(size: str, cfg: dict) -> nn.Module:
     """Build from mmpretrain's MODELS (cls) or mmdet's (det), in that default scope."""
     from mmengine.registry import DefaultScope
+
+    from .. import openmmlab  # noqa: F401  registers the conditioned backbones
     if size == 'cls':
         from mmpretrain.registry import MODELS
     else:
@@ -147,13 +175,37 @@ def backbone_cfg(family: str, size: str, hw: Tuple[int, int], tiny: bool) -> dic
     return cfg
 
 
+class TimmFeatures(nn.Module):
+    """A timm model as a backbone: ``forward`` is its ``forward_features`` (no head)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def build_timm(family: str, hw: Tuple[int, int], tiny: bool = False) -> TimmFeatures:
+    """``family``'s timm model for (H, W) inputs, randomly initialised, no classifier."""
+    import timm
+    name, tiny_arch = TIMM_BACKBONES[family]
+    return TimmFeatures(
+        timm.create_model(name, pretrained=False, num_classes=0, img_size=hw,
+                          **(tiny_arch if tiny else {})))
+
+
 def build_plain(family: str,
                 size: str,
                 hw: Tuple[int, int],
                 tiny: bool = False,
-                seed: int = 0) -> nn.Module:
-    """The unconditioned backbone, initialised (``init_weights``) from ``seed``."""
+                seed: int = 0,
+                models: str = 'openmmlab') -> nn.Module:
+    """The unconditioned backbone, initialised from ``seed`` (OpenMMLab: ``init_weights``;
+    timm: its constructor; ``size`` only chooses the input size there)."""
     torch.manual_seed(seed)
+    if models == 'timm':
+        return build_timm(family, hw, tiny)
     plain = _build(size, backbone_cfg(family, size, hw, tiny))
     plain.init_weights()
     return plain
@@ -165,20 +217,27 @@ def build_twins(family: str,
                 hw: Tuple[int, int],
                 tiny: bool = False,
                 device: str = 'cpu',
-                seed: int = 0) -> Tuple[nn.Module, nn.Module]:
+                seed: int = 0,
+                models: str = 'openmmlab') -> Tuple[nn.Module, nn.Module]:
     """(plain, conditioned) backbones with the same weights, on ``device``.
 
-    The plain one is initialised (``init_weights``) and its state dict loaded into the
-    conditioned one; only the spectral ``*.correction`` buffers may be missing from it.
-    ``spectral_folded`` folds the corrections after loading.
+    OpenMMLab: the plain one is initialised (``init_weights``) and its state dict loaded
+    into the conditioned one; only the spectral ``*.correction`` buffers may be missing from
+    it. timm: the conditioned one is a copy of the plain one, conditioned with
+    :func:`mmcondattn.condition_model`. ``spectral_folded`` folds the corrections after that.
     """
     conditioning, fold = preset(method)
-    plain = build_plain(family, size, hw, tiny, seed=seed)
-    cond = _build(size, dict(backbone_cfg(family, size, hw, tiny), conditioning=conditioning))
-    missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
-    if unexpected or any(not k.endswith('correction') for k in missing):
-        raise RuntimeError(f'{family}/{method}: the twins differ in keys: missing {missing}, '
-                           f'unexpected {unexpected}')
+    plain = build_plain(family, size, hw, tiny, seed=seed, models=models)
+    if models == 'timm':
+        from ..conditioning import condition_model
+        cond = condition_model(copy.deepcopy(plain), conditioning)
+    else:
+        cond = _build(size, dict(backbone_cfg(family, size, hw, tiny),
+                                 conditioning=conditioning))
+        missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
+        if unexpected or any(not k.endswith('correction') for k in missing):
+            raise RuntimeError(f'{family}/{method}: the twins differ in keys: missing '
+                               f'{missing}, unexpected {unexpected}')
     if fold:
         fold_conditioning(cond)
     return plain.to(device), cond.to(device)
@@ -229,7 +288,8 @@ def bench_backbone(family: str, size: str, method: str, s: BenchmarkSettings) ->
     """Conditioned backbone vs its plain twin: train, infer, peak memory."""
     device = torch.device(s.device)
     hw, batch = s.img_size[size], s.batch_size[size]
-    models = s.maybe_compile(*build_twins(family, size, method, hw, s.tiny, s.device))
+    models = s.maybe_compile(
+        *build_twins(family, size, method, hw, s.tiny, s.device, models=s.models))
     x = torch.randn(batch, 3, *hw, device=device)
     warmup = s.twin_warmup
     train = time_alternating(models, lambda m: train_step(m, x), warmup, s.repeats, device)
@@ -310,6 +370,8 @@ def build_detector(config: str, tiny: bool = False) -> nn.Module:
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
+
+    from .. import openmmlab  # noqa: F401  registers the conditioned backbones
     if config.startswith('mmdet::'):  # Config.fromfile does not resolve mmdet:: directly
         cfg = Config.fromstring(f"_base_ = '{config}'\n", '.py')
     else:
@@ -399,6 +461,18 @@ def _ill_conditioned_like(x: torch.Tensor, kappa: float, seed: int = 0) -> torch
     return ((u * s) @ v.mT).to(x.dtype).to(x.device)
 
 
+def patch_tokens(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The tokens (B, N, D) of ``backbone``'s patch embedding on images ``x`` (B, 3, H, W).
+
+    OpenMMLab's embeddings return ``(tokens, hw)``, timm's XCiT ``(tokens, (Hp, Wp))``, timm's
+    ViT the tokens and timm's Swin channels-last maps (B, Hp, Wp, D)."""
+    embed = backbone.model.patch_embed if isinstance(backbone, TimmFeatures) else \
+        backbone.patch_embed
+    out = embed(x)
+    out = out[0] if isinstance(out, tuple) else out
+    return out.flatten(1, 2) if out.dim() == 4 else out
+
+
 def bench_solvers(family: str,
                   size: str,
                   s: BenchmarkSettings,
@@ -408,9 +482,9 @@ def bench_solvers(family: str,
     median ms, max κ(X + C) on X and on a matrix shaped like X with κ = ``kappa``."""
     device = torch.device(s.device)
     hw, batch = s.img_size[size], s.batch_size[size]
-    plain = build_plain(family, size, hw, s.tiny).to(device).eval()
+    plain = build_plain(family, size, hw, s.tiny, models=s.models).to(device).eval()
     with torch.no_grad():
-        x = plain.patch_embed(torch.randn(batch, 3, *hw, device=device))[0]  # (B, N, D)
+        x = patch_tokens(plain, torch.randn(batch, 3, *hw, device=device))
     hard = _ill_conditioned_like(x, kappa)
     out = dict(
         label=(family, size),
@@ -436,8 +510,9 @@ def _log(msg: str) -> None:
 
 def run_benchmark(s: BenchmarkSettings, log: Callable[[str], None] = _log) -> dict:
     """Every backbone row (families × sizes × methods), then the detector and solver tables."""
-    from mmengine.logging import MMLogger
-    MMLogger.get_current_instance().setLevel(logging.WARNING)  # no per-parameter init logs
+    if s.models == 'openmmlab':
+        from mmengine.logging import MMLogger
+        MMLogger.get_current_instance().setLevel(logging.WARNING)  # no per-parameter init logs
     result = dict(
         settings=s,
         started=datetime.datetime.now(),
@@ -495,6 +570,17 @@ def _shape(shape) -> str:
     return '×'.join(map(str, shape))
 
 
+def models_line(models: str) -> str:
+    """What the backbone rows are made of, for the report."""
+    if models == 'timm':
+        import timm
+        names = ', '.join(f'{f}: `{n}`' for f, (n, _) in TIMM_BACKBONES.items())
+        return (f'timm {timm.__version__} ({names}; random weights, `forward_features` '
+                'timed), conditioned with `mmcondattn.condition_model`')
+    names = ', '.join(f'{f}: {n} {a}' for f, (n, a, _) in BACKBONES.items())
+    return f'the registered backbones ({names})'
+
+
 def render_markdown(result: dict, command: str) -> str:
     """The tables, with machine, torch, date, load averages and the command line."""
     s = result['settings']
@@ -507,6 +593,7 @@ def render_markdown(result: dict, command: str) -> str:
         '',
         f'- machine: {machine()}; device: {device}',
         f'- torch {torch.__version__}, Python {platform.python_version()}',
+        f'- models: {models_line(s.models)}',
         f'- load average (1/5/15 min) at start {load(result["load_start"])}, '
         f'at end {load(result["load_end"])}',
         f'- {s.repeats} alternating rounds after {s.warmup} warm-up calls each; times are '

@@ -15,6 +15,7 @@ import os.path as osp
 import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .. import openmmlab  # noqa: F401  the registries its models are built from
 from ..converters.common import ConversionError, unwrap_state_dict
 from ..engine.launch import UserError, check_data, load_config
 from .logs import read_scalars, scalars_files

@@ -16,6 +16,12 @@ Parts, each with a time budget (the whole run stays under 8 minutes on one H200)
 
 ``dry_run=True`` runs the same code paths on CPU at tiny sizes (fp16 and the CUDA SDPA check are
 reported as skipped, dist_train uses gloo); a test runs it.
+
+``models='timm'`` checks the conditioning itself with torch and timm alone, for a GPU stack that
+mmcv's CUDA ops are not built for (e.g. CUDA 13 / torch >= 2.9, which mmcv 2.1.0 has no wheels
+for): timm's DeiT-S, Swin-T and XCiT-S12 conditioned with :func:`mmcondattn.condition_model`
+in the benchmark (no layer or Mask R-CNN rows), AMP and SDPA parts, and instead of dist_train
+a few DDP steps of the conditioned XCiT in one process (``ddp``: nccl on CUDA, gloo on CPU).
 """
 import datetime
 import json
@@ -36,8 +42,10 @@ from typing import Callable, List, Optional
 
 import torch
 
+from ..errors import UserError
 from .benchmark import BACKBONES  # family: (registry name, arch, tiny arch)
-from .presets import PRESETS
+from .benchmark import MODEL_SOURCES, TIMM_BACKBONES, build_twins
+from .presets import PRESETS, check_choices
 
 __all__ = ['Check', 'run_gpu_check', 'report_dir', 'REPORT_NAME', 'HEADLINE']
 
@@ -49,7 +57,9 @@ BENCHMARK = 'tools/analysis_tools/benchmark_conditioning.py'
 METHODS = tuple(name for name, p in PRESETS.items() if not p.fold)
 # seconds per part on the GPU (sum 445 s + start-up: under 8 min); the dry run gets more
 BUDGET = dict(environment=15, benchmark=220, amp=60, sdpa=30, dist_train=120)
-DRY_BUDGET = dict(environment=60, benchmark=300, amp=300, sdpa=120, dist_train=300)
+DRY_BUDGET = dict(environment=60, benchmark=300, amp=300, sdpa=120, dist_train=300, ddp=120)
+# timm mode: no dist_train; its time goes to the benchmark's solver table (sum 465 s)
+TIMM_BUDGET = dict(environment=15, benchmark=300, amp=60, sdpa=30, ddp=60)
 FUSED = ('flash', 'efficient', 'cudnn')  # names of the fused SDPA backends' ops and kernels
 EPOCH_ITERS = re.compile(r'Epoch\(train\)\s*\[1\]\[\s*\d+/(\d+)\]')
 ATTENTION_OP = re.compile(r'scaled_dot_product|flash|efficient_attention|cudnn_attention|fmha',
@@ -149,24 +159,31 @@ def _free_port() -> int:
 # --- environment ----------------------------------------------------------------------------
 
 
-def check_environment(device: torch.device, budget: Budget) -> Part:
-    """Versions, the GPU, and one mmcv op on ``device``."""
+def check_environment(device: torch.device, budget: Budget, models: str = 'openmmlab') -> Part:
+    """Versions, the GPU, and one mmcv op on ``device`` (timm mode: timm's version)."""
     part = Part('Environment')
-    import mmcv
-    import mmdet
-    import mmengine
-    import mmpretrain
     rows = [('Python', platform.python_version()), ('torch', torch.__version__),
             ('CUDA (torch build)', torch.version.cuda or 'none'),
-            ('CUDA available', str(torch.cuda.is_available())),
-            ('mmcv / mmengine / mmdet / mmpretrain',
-             f'{mmcv.__version__} / {mmengine.__version__} / {mmdet.__version__} / '
-             f'{mmpretrain.__version__}')]
+            ('CUDA available', str(torch.cuda.is_available()))]
     if device.type == 'cuda':
         props = torch.cuda.get_device_properties(device)
         rows += [('GPU', f'{props.name}, {props.total_memory / 2**30:.0f} GiB, '
                   f'capability {props.major}.{props.minor}'),
                  ('cuDNN', str(torch.backends.cudnn.version()))]
+    if models == 'timm':
+        import timm
+        rows.append(('timm', timm.__version__))
+        part.body += ['| what | value |', '|---|---|'] + [f'| {k} | {v} |' for k, v in rows]
+        part.check('mmcv ops', None, 'skipped: timm mode (torch and timm alone)')
+        part.check('environment time budget', budget.left() >= 0, f'{budget.seconds:.0f} s')
+        return part
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmpretrain
+    rows.append(('mmcv / mmengine / mmdet / mmpretrain',
+                 f'{mmcv.__version__} / {mmengine.__version__} / {mmdet.__version__} / '
+                 f'{mmpretrain.__version__}'))
     try:
         from mmcv.ops import RoIAlign, get_compiling_cuda_version
         rows.append(('mmcv ops compiled with CUDA', get_compiling_cuda_version()))
@@ -187,18 +204,21 @@ def check_environment(device: torch.device, budget: Budget) -> Part:
 # --- benchmark ------------------------------------------------------------------------------
 
 
-def benchmark_args(dry_run: bool) -> List[str]:
-    """The benchmark's options: the GPU sizes, or tiny CPU rows for the dry run."""
+def benchmark_args(dry_run: bool, models: str = 'openmmlab') -> List[str]:
+    """The benchmark's options: the GPU sizes, or tiny CPU rows for the dry run. timm's
+    detection size is 800×1344, the 800×1333 batch padded to 32 as mmdet's preprocessor does
+    (timm's ViT and Swin take a fixed size)."""
+    timm = ['--models', 'timm'] if models == 'timm' else []
     if dry_run:
         return [
             '--device', 'cpu', '--tiny', '--sizes', 'det', '--methods', 'precond', '--batch-size',
             '1', '--det-batch-size', '1', '--repeats', '1', '--warmup', '0', '--no-layers',
-            '--no-solvers', '--no-detector'
+            '--no-solvers', '--no-detector', *timm
         ]
     return [
-        '--device', 'cuda', '--sizes', 'cls', 'det', '--img-size', 'cls=224', 'det=800x1333',
-        '--batch-size', '8', '--det-batch-size', '2', '--repeats', '7', '--warmup', '2',
-        '--no-layers'
+        '--device', 'cuda', '--sizes', 'cls', 'det', '--img-size', 'cls=224',
+        'det=800x1344' if timm else 'det=800x1333', '--batch-size', '8', '--det-batch-size', '2',
+        '--repeats', '7', '--warmup', '2', '--no-layers', *timm
     ]
 
 
@@ -217,11 +237,18 @@ def _ratio_cells(text: str) -> List[str]:
     return cells
 
 
-def run_benchmark_part(out: str, dry_run: bool, budget: Budget, log) -> Part:
+def run_benchmark_part(out: str,
+                       dry_run: bool,
+                       budget: Budget,
+                       log,
+                       models: str = 'openmmlab') -> Part:
     """The repository's benchmark command, its tables copied into the report."""
     part = Part('Benchmark')
     md, logfile = osp.join(out, 'benchmark.md'), osp.join(out, 'benchmark.log')
-    cmd = [sys.executable, osp.join(REPO, BENCHMARK), *benchmark_args(dry_run), '--out', md]
+    cmd = [
+        sys.executable,
+        osp.join(REPO, BENCHMARK), *benchmark_args(dry_run, models), '--out', md
+    ]
     part.body.append(f'Command: `python {BENCHMARK} {" ".join(cmd[2:-2])}` '
                      f'(output: `benchmark.md`, log: `benchmark.log`)\n')
     rc, lines = stream(cmd, budget.left(), log, logfile, show=lambda s: s.startswith('['))
@@ -244,8 +271,15 @@ def run_benchmark_part(out: str, dry_run: bool, budget: Budget, log) -> Part:
 # --- AMP ------------------------------------------------------------------------------------
 
 
-def build_backbone(family: str, method: str, tiny: bool) -> torch.nn.Module:
-    """``family``'s conditioned detection backbone (mmdet's registry) with ``method``."""
+def build_backbone(family: str,
+                   method: str,
+                   tiny: bool,
+                   models: str = 'openmmlab',
+                   hw: tuple = (512, 512)) -> torch.nn.Module:
+    """``family``'s conditioned detection backbone (mmdet's registry) with ``method``; timm
+    mode: timm's model for (H, W) = ``hw`` inputs, conditioned with ``condition_model``."""
+    if models == 'timm':
+        return build_twins(family, 'det', method, tuple(hw), tiny, models='timm')[1]
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
 
@@ -331,7 +365,19 @@ def cpu_fp16_autocast() -> bool:
         return False
 
 
-def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Part:
+def backbone_names(models: str, tiny: bool) -> str:
+    """'family: model arch, ...' of the backbones a part builds."""
+    if models == 'timm':
+        return ', '.join(f'{f}: timm `{n}`{" tiny" if tiny else ""}'
+                         for f, (n, _) in TIMM_BACKBONES.items())
+    return ', '.join(f'{f}: {n} {"tiny" if tiny else a}' for f, (n, a, _) in BACKBONES.items())
+
+
+def run_amp_part(device: torch.device,
+                 dry_run: bool,
+                 budget: Budget,
+                 log,
+                 models: str = 'openmmlab') -> Part:
     """Every family × method × (fp16, bf16): training steps under autocast."""
     part = Part('AMP training steps')
     tiny = dry_run
@@ -340,9 +386,7 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
     fp16 = device.type == 'cuda' or cpu_fp16_autocast()
     part.body += [
         f'{steps} AdamW steps (lr 1e-4) of each detection backbone (' +
-        ', '.join(f'{f}: {BACKBONES[f][0]} {"tiny" if tiny else BACKBONES[f][1]}'
-                  for f in BACKBONES) +
-        f') on a random {"×".join(map(str, shape))} input on {device.type}; loss: Σ over the '
+        backbone_names(models, tiny) + f') on a random {"×".join(map(str, shape))} input on {device.type}; loss: Σ over the '
         'outputs of mean(out²) / its detached value (O(1) whatever the scale of the features, '
         'as a detection loss is). fp16 with `torch.amp.GradScaler` (default initial scale, as '
         "mmengine's AmpOptimWrapper; while its last step overflowed up to 16 more steps are "
@@ -362,7 +406,7 @@ def run_amp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Pa
             if budget.left() < 0:
                 failed.append(f'{family}/{method}: not run (time budget)')
                 continue
-            model = build_backbone(family, method, tiny).to(device)
+            model = build_backbone(family, method, tiny, models, shape[-2:]).to(device)
             state = {k: v.clone() for k, v in model.state_dict().items()}
             for label, dtype in dtypes:
                 done += 1
@@ -426,21 +470,31 @@ def _fused(names: List[str]) -> List[str]:
     return [n for n in names if any(f in n.lower() for f in FUSED)]
 
 
-def run_sdpa_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Part:
+def run_sdpa_part(device: torch.device,
+                  dry_run: bool,
+                  budget: Budget,
+                  log,
+                  models: str = 'openmmlab') -> Part:
     """The attention ops of a ViT step, stock against precond (same weights)."""
     part = Part('Fused SDPA with precond')
     tiny = dry_run
     x = torch.randn(1 if tiny else 2, 3, 64 if tiny else 224, 64 if tiny else 224, device=device)
-    stock = build_backbone('vit', 'baseline', tiny).to(device)
-    precond = build_backbone('vit', 'precond', tiny)
-    precond.load_state_dict(stock.state_dict())
-    precond.to(device)
+    if models == 'timm':
+        stock, precond = build_twins('vit', 'det', 'precond', tuple(x.shape[-2:]), tiny,
+                                     models='timm')
+        stock, precond = stock.to(device), precond.to(device)
+        name = f'timm `{TIMM_BACKBONES["vit"][0]}`{" tiny" if tiny else ""}'
+    else:
+        stock = build_backbone('vit', 'baseline', tiny).to(device)
+        precond = build_backbone('vit', 'precond', tiny)
+        precond.load_state_dict(stock.state_dict())
+        precond.to(device)
+        name = f'ConditionedViT {"tiny" if tiny else "deit-small"} (detection form)'
     dtypes = [('fp32', None)] + ([('bf16', torch.bfloat16),
                                   ('fp16', torch.float16)] if device.type == 'cuda' else [])
     part.body += [
         f'Ops and kernels matching `{ATTENTION_OP.pattern}` in the torch profiler of '
-        f'one training step (forward + backward) of ConditionedViT '
-        f'{"tiny" if tiny else "deit-small"} (detection form) on '
+        f'one training step (forward + backward) of {name} on '
         f'{"×".join(map(str, x.shape))}, {device.type}.\n',
         '| dtype | stock layer | precond | same fused ops |', '|---|---|---|---|'
     ]
@@ -614,13 +668,61 @@ def run_dist_train_part(out: str, device: torch.device, dry_run: bool, budget: B
     return part
 
 
+# --- DDP (timm mode) ------------------------------------------------------------------------
+
+
+def run_ddp_part(device: torch.device, dry_run: bool, budget: Budget, log) -> Part:
+    """A few DDP training steps of the conditioned timm XCiT (all three methods) in one
+    process: nccl on CUDA, gloo on CPU. The timm mode's stand-in for dist_train."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    part = Part('DDP training steps')
+    backend = 'nccl' if device.type == 'cuda' else 'gloo'
+    tiny, steps = dry_run, 3
+    hw = (64, 64) if tiny else (512, 512)
+    torch.manual_seed(0)
+    model = build_backbone('xcit', 'all', tiny, 'timm', hw).to(device)
+    x = torch.randn(2, 3, *hw, device=device)
+    dist.init_process_group(
+        backend, init_method=f'tcp://127.0.0.1:{_free_port()}', rank=0, world_size=1)
+    losses = []
+    try:
+        ddp = DistributedDataParallel(
+            model, device_ids=[device.index or 0] if device.type == 'cuda' else None)
+        opt = torch.optim.AdamW(ddp.parameters(), lr=1e-4)
+        ddp.train()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = ddp(x).float().pow(2).mean()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        _sync(device)
+        grads_ok = all(
+            bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
+    ok = grads_ok and weights_ok and all(map(math.isfinite, losses))
+    part.body += [
+        f'{steps} AdamW steps of `DistributedDataParallel` (1 process, {backend}) around timm '
+        f'`{TIMM_BACKBONES["xcit"][0]}`{" tiny" if tiny else ""} with precond + spectral + '
+        f'tokens, on a random 2×3×{hw[0]}×{hw[1]} input; loss mean(features²).\n',
+        '| backend | losses | grads finite | weights finite |', '|---|---|---|---|',
+        f'| {backend} | {", ".join(f"{v:.4g}" for v in losses)} | {grads_ok} | {weights_ok} |'
+    ]
+    log(f'  ddp {backend}: losses {", ".join(f"{v:.4g}" for v in losses)}')
+    part.check('DDP steps finite', ok, f'{backend}, {steps} steps')
+    part.check('ddp time budget', budget.left() >= 0, f'{budget.seconds:.0f} s')
+    return part
+
+
 # --- the whole check ------------------------------------------------------------------------
 
 
 def report_dir(out: Optional[str] = None) -> str:
     """The report folder: ``out`` (refused if it holds a report already) or a fresh
     ``work_dirs/gpu_check/<timestamp>``."""
-    from ..engine.launch import UserError
     if out is not None:
         if osp.exists(osp.join(out, REPORT_NAME)):
             raise UserError(f'{osp.join(out, REPORT_NAME)} exists; a report is never '
@@ -641,28 +743,36 @@ def report_dir(out: Optional[str] = None) -> str:
 
 def run_gpu_check(out: Optional[str] = None,
                   dry_run: bool = False,
-                  log: Callable[[str], None] = print) -> tuple:
-    """Run every part, write ``<out>/gpu_check.md``; returns (report path, all passed)."""
-    from ..engine.launch import UserError
+                  log: Callable[[str], None] = print,
+                  models: str = 'openmmlab') -> tuple:
+    """Run every part, write ``<out>/gpu_check.md``; returns (report path, all passed).
+    ``models``: 'openmmlab' (the registered backbones, the headline config) or 'timm' (torch
+    and timm alone; a DDP part instead of dist_train)."""
+    try:
+        check_choices('models', [models], MODEL_SOURCES)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if not dry_run and not torch.cuda.is_available():
         raise UserError('no CUDA device: the GPU check needs one (or pass --dry-run for the '
                         'CPU dry run)')
     out = report_dir(out)
-    import logging
+    if models == 'openmmlab':
+        import logging
 
-    from mmengine.logging import MMLogger
+        from mmengine.logging import MMLogger
 
-    import mmcondattn.openmmlab  # noqa: F401  registers the backbones
-    MMLogger.get_current_instance().setLevel(logging.WARNING)  # no per-parameter init logs
+        import mmcondattn.openmmlab  # noqa: F401  registers the backbones
+        MMLogger.get_current_instance().setLevel(logging.WARNING)  # no per-parameter init logs
     device = torch.device('cpu' if dry_run else 'cuda')
-    budgets = DRY_BUDGET if dry_run else BUDGET
+    budgets = DRY_BUDGET if dry_run else TIMM_BUDGET if models == 'timm' else BUDGET
     started = time.monotonic()
     parts = []
     steps = [
-        ('environment', lambda b: check_environment(device, b)),
-        ('benchmark', lambda b: run_benchmark_part(out, dry_run, b, log)),
-        ('amp', lambda b: run_amp_part(device, dry_run, b, log)),
-        ('sdpa', lambda b: run_sdpa_part(device, dry_run, b, log)),
+        ('environment', lambda b: check_environment(device, b, models)),
+        ('benchmark', lambda b: run_benchmark_part(out, dry_run, b, log, models)),
+        ('amp', lambda b: run_amp_part(device, dry_run, b, log, models)),
+        ('sdpa', lambda b: run_sdpa_part(device, dry_run, b, log, models)),
+        ('ddp', lambda b: run_ddp_part(device, dry_run, b, log)) if models == 'timm' else
         ('dist_train', lambda b: run_dist_train_part(out, device, dry_run, b, log)),
     ]
     for i, (name, fn) in enumerate(steps, 1):
@@ -683,19 +793,25 @@ def run_gpu_check(out: Optional[str] = None,
     passed = not any(c.status == 'FAIL' for c in checks)
     path = osp.join(out, REPORT_NAME)
     with open(path, 'x') as f:  # never overwrites
-        f.write(render(parts, checks, passed, total, dry_run))
+        f.write(render(parts, checks, passed, total, dry_run, models))
     log(f'{"PASS" if passed else "FAIL"}: wrote {path} ({total:.0f} s)')
     return path, passed
 
 
-def render(parts: List[Part], checks: List[Check], passed: bool, total: float,
-           dry_run: bool) -> str:
+def render(parts: List[Part],
+           checks: List[Check],
+           passed: bool,
+           total: float,
+           dry_run: bool,
+           models: str = 'openmmlab') -> str:
     """The report: one section per part, then the summary."""
     when = datetime.datetime.now().strftime('%Y-%m-%d %H:%M')
     mode = ': CPU dry run (tiny sizes)' if dry_run else ''
+    timm = ' --models timm' if models == 'timm' else ''
     lines = [
-        f'# GPU check{mode}', '', f'Generated {when} by `tools/analysis_tools/gpu_check.sh'
-        f'{" --dry-run" if dry_run else ""}`; {total:.0f} s in all.', ''
+        f'# GPU check{mode}{" (timm models: torch and timm alone)" if timm else ""}', '',
+        f'Generated {when} by `tools/analysis_tools/gpu_check.sh'
+        f'{" --dry-run" if dry_run else ""}{timm}`; {total:.0f} s in all.', ''
     ]
     for p in parts:
         lines += [f'## {p.title}', '', *p.body, '']

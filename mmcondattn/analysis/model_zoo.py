@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from .. import openmmlab  # noqa: F401  the registries its models are built from
+
 __all__ = [
     'METRICS', 'ZooError', 'load_models', 'recorded_metrics', 'find_checkpoint', 'evaluate',
     'compare', 'print_table'

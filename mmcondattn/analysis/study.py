@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from .. import openmmlab  # noqa: F401  the registries its models are built from
 from ..engine.launch import UserError, load_config
 from .logs import read_scalars
 from .presets import PRESETS, preset

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from cond_helpers import block_mm_dir
 from conftest import run_tool
 
 from mmcondattn.analysis.gpu_check import (REPORT_NAME, Part, _ratio_cells, cpu_fp16_autocast,
@@ -169,3 +170,73 @@ def test_ratio_cells_reads_every_ratio_column():
     text = ('| family | train ratio | peak MiB | peak ratio |\n|---|---|---|---|\n'
             '| vit | 1.010 | 3.0 | nan |\n\n| a | b ratio |\n|---|---|\n| x | 0.99 |\n')
     assert _ratio_cells(text) == ['1.010', 'nan', '0.99']
+
+
+@pytest.mark.slow
+def test_timm_dry_run_needs_torch_and_timm_alone(tmp_path):
+    """``--models timm``: every part passes on CPU with mmengine / mmcv / mmdet / mmpretrain
+    unimportable (in the tool and in the benchmark it starts), and dist_train is replaced by
+    DDP steps over gloo."""
+    pytest.importorskip('timm')
+    from conftest import REPO
+    out = tmp_path / 'report'
+    pythonpath = f'{block_mm_dir(tmp_path)}:{REPO}'
+    r = run_tool([TOOL, '--dry-run', '--models', 'timm', '--out', str(out)],
+                 cwd=tmp_path,
+                 timeout=600,
+                 env={
+                     'OMP_NUM_THREADS': '1',
+                     'PYTHONPATH': pythonpath
+                 })
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    text = (out / REPORT_NAME).read_text()
+    assert text.startswith('# GPU check: CPU dry run (tiny sizes) (timm models')
+    titles = [t for t in SECTIONS if t != '## dist_train'] + ['## DDP training steps']
+    assert all(t in text for t in titles) and '## dist_train' not in text
+    checks = summary(text)
+    assert checks['mmcv ops'][0] == 'SKIP'
+    for name in ('benchmark ran', 'benchmark ratios finite', 'AMP loss, grads and weights finite',
+                 'DDP steps finite'):
+        assert checks[name][0] == 'PASS', (name, checks[name])
+    assert not [n for n, (s, _) in checks.items() if s == 'FAIL']
+    bench = section(text, '## Benchmark')
+    assert '--models timm' in bench and '`xcit_small_12_p16_224`' in bench
+    assert [c[0] for c in map(cells, bench.splitlines()) if c[1:3] == ['det', 'precond']
+            ] == ['vit', 'swin', 'xcit']
+    ddp = [c for c in map(cells, section(text, '## DDP training steps').splitlines()) if c]
+    assert ddp[1][0] == 'gloo' and ddp[1][2:] == ['True', 'True']
+    assert len(ddp[1][1].split(', ')) == 3  # one loss per step
+
+
+def test_timm_twins_share_weights_and_condition_only_attention():
+    """The timm twins of the benchmark: the same stock weights, the conditioned one with
+    conditioned qkv / proj children; with precond the plain twin equals timm's own forward."""
+    pytest.importorskip('timm')
+    from mmcondattn.analysis.benchmark import build_timm, build_twins, patch_tokens
+    from mmcondattn.conditioning import PreconditionedLinear, SpectralLinear
+    for family in ('vit', 'swin', 'xcit'):
+        plain, cond = build_twins(family, 'det', 'all', (64, 96), tiny=True, models='timm')
+        torch.manual_seed(0)  # build_twins' seed
+        ref = build_timm(family, (64, 96), tiny=True)
+        psd, csd = plain.state_dict(), cond.state_dict()
+        assert set(csd) - set(psd) and all(k.endswith('qkv.correction') for k in set(csd) - set(psd))
+        assert all(torch.equal(psd[k], csd[k]) for k in psd)
+        assert any(isinstance(m, PreconditionedLinear) for m in cond.modules())
+        assert any(isinstance(m, SpectralLinear) for m in cond.modules())
+        x = torch.randn(2, 3, 64, 96)
+        plain.eval(), ref.eval()
+        with torch.no_grad():
+            assert torch.equal(plain(x), ref.model.forward_features(x))
+        tokens = patch_tokens(plain, x)
+        assert tokens.dim() == 3 and tokens.shape[0] == 2
+
+
+def test_timm_mode_refuses_layer_and_detector_rows():
+    from mmcondattn.analysis.benchmark import BenchmarkSettings
+    assert BenchmarkSettings(models='timm').layers is False
+    assert BenchmarkSettings().layers is True
+    for bad in (dict(layers=True), dict(detectors=[('a', 'b.py')])):
+        with pytest.raises(ValueError, match='need the OpenMMLab models'):
+            BenchmarkSettings(models='timm', **bad)
+    with pytest.raises(ValueError, match="unknown models 'mmseg'; valid: openmmlab, timm"):
+        BenchmarkSettings(models='mmseg')

@@ -6,21 +6,8 @@ import sys
 import textwrap
 
 import pytest
+from cond_helpers import BLOCK_MM
 from conftest import REPO
-
-# a finder that makes the OpenMMLab packages unimportable, as in an environment without them
-BLOCK_MM = '''
-import sys
-BLOCKED = ('mmengine', 'mmcv', 'mmdet', 'mmpretrain')
-
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in BLOCKED:
-            raise ImportError(f'{name} is not installed here')
-        return None
-
-sys.meta_path.insert(0, Blocker())
-'''
 
 
 def run(code: str, cwd: str = REPO) -> str:

@@ -7,6 +7,8 @@ Examples::
     # the compiled tables (torch.compile, inductor) between the benchmark-compiled markers
     python tools/analysis_tools/benchmark_conditioning.py --compile --no-detector \\
         --no-solvers --out docs/performance.md
+    # torch and timm alone (timm's DeiT-S / Swin-T / XCiT-S12; no OpenMMLab stack needed)
+    python tools/analysis_tools/benchmark_conditioning.py --models timm --device cuda
     # a quick look at one family and method on a GPU
     python tools/analysis_tools/benchmark_conditioning.py --families xcit --methods precond \\
         --device cuda --out work_dirs/bench.md
@@ -19,8 +21,8 @@ import sys
 
 import torch
 
-from mmcondattn.analysis.benchmark import (FAMILIES, METHODS, SIZES, BenchmarkSettings,
-                                           render_markdown, run_benchmark)
+from mmcondattn.analysis.benchmark import (FAMILIES, METHODS, MODEL_SOURCES, SIZES,
+                                           BenchmarkSettings, render_markdown, run_benchmark)
 from mmcondattn.analysis.report import command_line, write_markdown
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -79,6 +81,12 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--tiny', action='store_true', help='tiny archs and images (tests)')
     p.add_argument(
+        '--models',
+        choices=MODEL_SOURCES,
+        default='openmmlab',
+        help="the registered backbones (default), or timm's with torch and timm alone (no "
+        'layer or Mask R-CNN rows)')
+    p.add_argument(
         '--no-layers', action='store_true', help='skip the table of single attention layers')
     p.add_argument('--no-detector', action='store_true', help='skip the Mask R-CNN rows')
     p.add_argument('--no-solvers', action='store_true', help='skip the token-solver table')
@@ -118,13 +126,14 @@ def parse_args(argv=None):
             warmup=args.warmup,
             device=args.device,
             tiny=args.tiny,
-            layers=not args.no_layers,
-            detectors=() if args.no_detector else
+            layers=False if args.no_layers else None,
+            detectors=() if args.no_detector or args.models == 'timm' else
             [(label, cfg if cfg.startswith('mmdet::') else osp.join(REPO, cfg))
              for label, cfg in DETECTORS],
             solvers=not args.no_solvers,
             compile=args.compile,
-            compile_backend=args.compile_backend)
+            compile_backend=args.compile_backend,
+            models=args.models)
     except ValueError as e:
         p.error(str(e))
     tag = out_tag(args.compile)

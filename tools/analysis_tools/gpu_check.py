@@ -4,6 +4,7 @@ Examples::
 
     tools/analysis_tools/gpu_check.sh                 # on a machine with CUDA
     tools/analysis_tools/gpu_check.sh --dry-run       # the same code paths on CPU, tiny sizes
+    tools/analysis_tools/gpu_check.sh --models timm   # torch + timm alone (no mmcv CUDA ops)
 
 Writes ``work_dirs/gpu_check/<timestamp>/gpu_check.md`` (or ``--out DIR/gpu_check.md``; an
 existing report is never overwritten) and exits with 1 if a check fails. See
@@ -15,7 +16,8 @@ import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
-from mmcondattn.engine.launch import exits_cleanly  # noqa: E402
+from mmcondattn.analysis.benchmark import MODEL_SOURCES  # noqa: E402  (torch alone)
+from mmcondattn.errors import exits_cleanly  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -27,6 +29,13 @@ def parse_args(argv=None):
     p.add_argument(
         '--out', help='report folder, new or empty (default: '
         'work_dirs/gpu_check/<timestamp>)')
+    p.add_argument(
+        '--models',
+        choices=MODEL_SOURCES,
+        default='openmmlab',
+        help="the registered backbones and the headline config (default), or timm's "
+        'ViT / Swin / XCiT with torch and timm alone, for a GPU stack without mmcv\'s CUDA ops '
+        '(a DDP part instead of dist_train)')
     return p.parse_args(argv)
 
 
@@ -34,7 +43,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmcondattn.analysis.gpu_check import run_gpu_check
-    _, passed = run_gpu_check(args.out, dry_run=args.dry_run)
+    _, passed = run_gpu_check(args.out, dry_run=args.dry_run, models=args.models)
     return 0 if passed else 1
 
 
