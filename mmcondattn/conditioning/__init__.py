@@ -10,8 +10,8 @@
 from .fold import fold_conditioning
 from .model import (ATTENTION_ADAPTERS, BACKBONE_ADAPTERS, AttentionAdapter, BackboneAdapter,
                     PatchTokenConditioning, attach_token_conditioning, condition_attention,
-                    condition_attention_layer, condition_model, register_attention,
-                    register_backbone)
+                    condition_attention_layer, condition_model, rank_deficient_embedding,
+                    register_attention, register_backbone)
 from .numbers import attention_entropy, condition_number, min_singular_value, singular_values
 from .options import (ConditioningConfig, ConditioningConfigError, PrecondCfg, SpectralCfg,
                       TokensCfg, parse_conditioning)
@@ -23,6 +23,7 @@ __all__ = [
     'condition_model', 'fold_conditioning', 'condition_attention', 'condition_attention_layer',
     'attach_token_conditioning', 'PatchTokenConditioning', 'AttentionAdapter', 'BackboneAdapter',
     'ATTENTION_ADAPTERS', 'BACKBONE_ADAPTERS', 'register_attention', 'register_backbone',
+    'rank_deficient_embedding',
     'attention_entropy', 'condition_number', 'min_singular_value', 'singular_values',
     'ConditioningConfig', 'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg',
     'parse_conditioning', 'PreconditionedLinear', 'precondition', 'row_scale', 'SpectralLinear',

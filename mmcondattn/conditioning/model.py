@@ -28,7 +28,7 @@ __all__ = [
     'AttentionAdapter', 'BackboneAdapter', 'ATTENTION_ADAPTERS', 'BACKBONE_ADAPTERS',
     'register_attention', 'register_backbone', 'condition_model', 'condition_attention',
     'condition_attention_layer', 'attach_token_conditioning', 'PatchTokenConditioning',
-    'attention_adapter', 'load_adapters', 'supported'
+    'attention_adapter', 'load_adapters', 'supported', 'rank_deficient_embedding'
 ]
 
 
@@ -234,6 +234,19 @@ class PatchTokenConditioning(nn.Module):
         return f'num_extra_tokens={self.num_extra_tokens}'
 
 
+def rank_deficient_embedding(patch_embed: nn.Module) -> bool:
+    """Whether ``patch_embed``'s tokens (B, N, D) have rank < D whatever its weights: one
+    Conv2d of k = in/groups·kh·kw values per patch into D > k + 3 channels, and no other
+    conv (a norm after it adds at most its bias, the mean and the shift: rank <= k + 3).
+    Swin's 4×4×3 = 48 into 96 is; ViT's 16×16×3 = 768 into 384 and XCiT's conv stem are not."""
+    convs = [m for m in patch_embed.modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) != 1:
+        return False
+    conv = convs[0]
+    k = conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]
+    return k + 3 < conv.out_channels
+
+
 def attach_token_conditioning(backbone: nn.Module,
                               tokens: TokensCfg,
                               patch_embed: nn.Module,
@@ -243,8 +256,10 @@ def attach_token_conditioning(backbone: nn.Module,
     'before_pos_embed', or no ``pos_drop``) or on ``pos_drop`` ('after_pos_embed', leaving
     the ``num_prefix_tokens`` leading tokens out)."""
     before = tokens.position == 'before_pos_embed' or pos_drop is None
-    tc = PatchTokenConditioning(
-        TokenConditioner.from_cfg(tokens), num_extra_tokens=0 if before else num_prefix_tokens)
+    conditioner = TokenConditioner.from_cfg(tokens)
+    # after a position embedding the tokens have full rank again
+    conditioner.rank_deficient = before and rank_deficient_embedding(patch_embed)
+    tc = PatchTokenConditioning(conditioner, num_extra_tokens=0 if before else num_prefix_tokens)
     backbone.token_conditioning = tc
     if before:
         patch_embed.register_forward_hook(tc.after_patch_embed)

@@ -20,7 +20,9 @@ docs/performance.md):
   image is then checked: ‖YᵀY − I‖ (max row sum, >= its spectral norm) <= ``NS_TOL`` bounds
   κ(X + C) by 2.0075; images that fail (rank-deficient or beyond 1e4) go to ``svd``.
 * ``auto`` (default): ``gram`` on CPU, ``newton_schulz`` elsewhere (GPU eigh / svd are slow
-  and synchronise).
+  and synchronise); ``svd`` for tokens that are rank-deficient by construction (a
+  :class:`TokenConditioner` whose ``rank_deficient`` is set, e.g. Swin's 48→96 patch
+  embedding), which every other solver would hand to ``svd`` image by image after its own work.
 
 All solvers return a finite result for degenerate X (all zeros, rank 1). The fallbacks are
 data-dependent; under ``torch.compile`` they run through ``torch.cond`` (no graph break).
@@ -228,6 +230,11 @@ class TokenConditioner(nn.Module):
         position (str): where the backbone applies it, 'before_pos_embed' (default) |
             'after_pos_embed'; stored for the backbone, unused here.
         ns_iters (int): Newton-Schulz steps (default 10).
+
+    Attributes:
+        rank_deficient (bool): the tokens have rank < D by construction (set by
+            :func:`mmcondattn.conditioning.attach_token_conditioning` from the patch
+            embedding): 'auto' is then 'svd' on every device. Default False.
     """
 
     def __init__(self,
@@ -239,6 +246,7 @@ class TokenConditioner(nn.Module):
         self.cfg = parse_conditioning(
             dict(tokens=dict(solver=solver, detach=detach, position=position,
                              ns_iters=ns_iters))).tokens
+        self.rank_deficient = False
 
     @classmethod
     def from_cfg(cls, cfg) -> 'TokenConditioner':
@@ -251,11 +259,18 @@ class TokenConditioner(nn.Module):
     def position(self) -> str:
         return self.cfg.position
 
+    @property
+    def solver(self) -> str:
+        """The configured solver, with 'auto' resolved for rank-deficient tokens ('svd');
+        'auto' otherwise stays device-dependent (:func:`resolve_solver`)."""
+        return 'svd' if self.cfg.solver == 'auto' and self.rank_deficient else self.cfg.solver
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        return condition_tokens(x, c.solver, c.detach, c.ns_iters)
+        return condition_tokens(x, self.solver, c.detach, c.ns_iters)
 
     def extra_repr(self) -> str:
-        c = self.cfg
-        ns = f', ns_iters={c.ns_iters}' if c.solver in ('auto', 'newton_schulz') else ''
-        return f'solver={c.solver}, detach={c.detach}, position={c.position}{ns}'
+        c, solver = self.cfg, self.solver
+        ns = f', ns_iters={c.ns_iters}' if solver in ('auto', 'newton_schulz') else ''
+        why = ' (auto: rank-deficient tokens)' if solver != c.solver else ''
+        return f'solver={solver}{why}, detach={c.detach}, position={c.position}{ns}'

@@ -144,6 +144,32 @@ def test_tokens_are_conditioned_where_position_says(family, position):
     torch.testing.assert_close(got['y'][:, k:], condition_tokens(want['x'][:, k:]))
 
 
+def test_auto_solver_is_svd_for_rank_deficient_patch_embeddings():
+    """Swin embeds 4·4·3 = 48 values into 96 channels: its tokens have rank < 96 whatever the
+    weights, so 'auto' takes svd there directly (the other solvers would hand every image to
+    svd after their own work); ViT's 768 → 192 and XCiT's conv stem keep 'auto'."""
+    from mmcondattn.conditioning import rank_deficient_embedding
+    for family, deficient in (('swin', True), ('vit', False), ('xcit', False)):
+        stock, x = build(family)
+        assert rank_deficient_embedding(stock.patch_embed) == deficient
+        model = condition_model(copy.deepcopy(stock), dict(tokens=dict()))
+        conditioner = model.token_conditioning.conditioner
+        assert conditioner.solver == ('svd' if deficient else 'auto')
+        assert ('(auto: rank-deficient tokens)' in repr(model)) == deficient
+        if deficient:  # the premise, measured: the stock tokens are numerically singular
+            tokens = stock.patch_embed(x).flatten(1, 2)
+            assert (condition_number(tokens) > 1e4).all()
+            got = {}
+            model.token_conditioning.register_forward_hook(lambda m, a, y: got.update(y=y))
+            model(x)
+            assert (condition_number(got['y']) <= 2 + 1e-3).all()
+    # an explicit solver is kept, and after a position embedding the tokens have full rank
+    swin = condition_model(build('swin')[0], dict(tokens=dict(solver='newton_schulz')))
+    assert swin.token_conditioning.conditioner.solver == 'newton_schulz'
+    deit = condition_model(build('vit')[0], dict(tokens=dict(position='after_pos_embed')))
+    assert not deit.token_conditioning.conditioner.rank_deficient
+
+
 def test_precond_refuses_timm_attention_with_a_norm_or_gate_before_proj():
     for kwargs, what in ((dict(scale_norm=True,
                                norm_layer=nn.LayerNorm), 'LayerNorm'), (dict(gated=True), 'gated')):
