@@ -191,8 +191,8 @@ def build_timm(family: str, hw: Tuple[int, int], tiny: bool = False) -> TimmFeat
     import timm
     name, tiny_arch = TIMM_BACKBONES[family]
     return TimmFeatures(
-        timm.create_model(name, pretrained=False, num_classes=0, img_size=hw,
-                          **(tiny_arch if tiny else {})))
+        timm.create_model(
+            name, pretrained=False, num_classes=0, img_size=hw, **(tiny_arch if tiny else {})))
 
 
 def build_plain(family: str,
@@ -232,8 +232,7 @@ def build_twins(family: str,
         from ..conditioning import condition_model
         cond = condition_model(copy.deepcopy(plain), conditioning)
     else:
-        cond = _build(size, dict(backbone_cfg(family, size, hw, tiny),
-                                 conditioning=conditioning))
+        cond = _build(size, dict(backbone_cfg(family, size, hw, tiny), conditioning=conditioning))
         missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
         if unexpected or any(not k.endswith('correction') for k in missing):
             raise RuntimeError(f'{family}/{method}: the twins differ in keys: missing '

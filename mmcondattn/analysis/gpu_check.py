@@ -245,10 +245,7 @@ def run_benchmark_part(out: str,
     """The repository's benchmark command, its tables copied into the report."""
     part = Part('Benchmark')
     md, logfile = osp.join(out, 'benchmark.md'), osp.join(out, 'benchmark.log')
-    cmd = [
-        sys.executable,
-        osp.join(REPO, BENCHMARK), *benchmark_args(dry_run, models), '--out', md
-    ]
+    cmd = [sys.executable, osp.join(REPO, BENCHMARK), *benchmark_args(dry_run, models), '--out', md]
     part.body.append(f'Command: `python {BENCHMARK} {" ".join(cmd[2:-2])}` '
                      f'(output: `benchmark.md`, log: `benchmark.log`)\n')
     rc, lines = stream(cmd, budget.left(), log, logfile, show=lambda s: s.startswith('['))
@@ -386,7 +383,8 @@ def run_amp_part(device: torch.device,
     fp16 = device.type == 'cuda' or cpu_fp16_autocast()
     part.body += [
         f'{steps} AdamW steps (lr 1e-4) of each detection backbone (' +
-        backbone_names(models, tiny) + f') on a random {"×".join(map(str, shape))} input on {device.type}; loss: Σ over the '
+        backbone_names(models, tiny) +
+        f') on a random {"×".join(map(str, shape))} input on {device.type}; loss: Σ over the '
         'outputs of mean(out²) / its detached value (O(1) whatever the scale of the features, '
         'as a detection loss is). fp16 with `torch.amp.GradScaler` (default initial scale, as '
         "mmengine's AmpOptimWrapper; while its last step overflowed up to 16 more steps are "
@@ -480,8 +478,8 @@ def run_sdpa_part(device: torch.device,
     tiny = dry_run
     x = torch.randn(1 if tiny else 2, 3, 64 if tiny else 224, 64 if tiny else 224, device=device)
     if models == 'timm':
-        stock, precond = build_twins('vit', 'det', 'precond', tuple(x.shape[-2:]), tiny,
-                                     models='timm')
+        stock, precond = build_twins(
+            'vit', 'det', 'precond', tuple(x.shape[-2:]), tiny, models='timm')
         stock, precond = stock.to(device), precond.to(device)
         name = f'timm `{TIMM_BACKBONES["vit"][0]}`{" tiny" if tiny else ""}'
     else:

@@ -23,10 +23,9 @@ __all__ = [
     'condition_model', 'fold_conditioning', 'condition_attention', 'condition_attention_layer',
     'attach_token_conditioning', 'PatchTokenConditioning', 'AttentionAdapter', 'BackboneAdapter',
     'ATTENTION_ADAPTERS', 'BACKBONE_ADAPTERS', 'register_attention', 'register_backbone',
-    'rank_deficient_embedding',
-    'attention_entropy', 'condition_number', 'min_singular_value', 'singular_values',
-    'ConditioningConfig', 'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg',
-    'parse_conditioning', 'PreconditionedLinear', 'precondition', 'row_scale', 'SpectralLinear',
-    'recompute_corrections', 'spectral_correction', 'TokenConditioner', 'condition_tokens',
-    'token_correction'
+    'rank_deficient_embedding', 'attention_entropy', 'condition_number', 'min_singular_value',
+    'singular_values', 'ConditioningConfig', 'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg',
+    'TokensCfg', 'parse_conditioning', 'PreconditionedLinear', 'precondition', 'row_scale',
+    'SpectralLinear', 'recompute_corrections', 'spectral_correction', 'TokenConditioner',
+    'condition_tokens', 'token_correction'
 ]

@@ -181,7 +181,8 @@ def test_timm_dry_run_needs_torch_and_timm_alone(tmp_path):
     from conftest import REPO
     out = tmp_path / 'report'
     pythonpath = f'{block_mm_dir(tmp_path)}:{REPO}'
-    r = run_tool([TOOL, '--dry-run', '--models', 'timm', '--out', str(out)],
+    r = run_tool([TOOL, '--dry-run', '--models', 'timm', '--out',
+                  str(out)],
                  cwd=tmp_path,
                  timeout=600,
                  env={
@@ -201,8 +202,8 @@ def test_timm_dry_run_needs_torch_and_timm_alone(tmp_path):
     assert not [n for n, (s, _) in checks.items() if s == 'FAIL']
     bench = section(text, '## Benchmark')
     assert '--models timm' in bench and '`xcit_small_12_p16_224`' in bench
-    assert [c[0] for c in map(cells, bench.splitlines()) if c[1:3] == ['det', 'precond']
-            ] == ['vit', 'swin', 'xcit']
+    assert [c[0] for c in map(cells, bench.splitlines())
+            if c[1:3] == ['det', 'precond']] == ['vit', 'swin', 'xcit']
     ddp = [c for c in map(cells, section(text, '## DDP training steps').splitlines()) if c]
     assert ddp[1][0] == 'gloo' and ddp[1][2:] == ['True', 'True']
     assert len(ddp[1][1].split(', ')) == 3  # one loss per step
@@ -219,7 +220,8 @@ def test_timm_twins_share_weights_and_condition_only_attention():
         torch.manual_seed(0)  # build_twins' seed
         ref = build_timm(family, (64, 96), tiny=True)
         psd, csd = plain.state_dict(), cond.state_dict()
-        assert set(csd) - set(psd) and all(k.endswith('qkv.correction') for k in set(csd) - set(psd))
+        assert set(csd) - set(psd) and all(
+            k.endswith('qkv.correction') for k in set(csd) - set(psd))
         assert all(torch.equal(psd[k], csd[k]) for k in psd)
         assert any(isinstance(m, PreconditionedLinear) for m in cond.modules())
         assert any(isinstance(m, SpectralLinear) for m in cond.modules())
