@@ -10,19 +10,13 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['needs_autograd', 'linear_backward', 'as_dtype']
+__all__ = ['needs_autograd', 'linear_backward']
 
 
 def needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether a Function over ``tensors`` must record a backward (else: call its forward
     math directly and skip the autograd.Function overhead)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``t.to(dtype)``, skipping the call where ``t`` has it (these layers run per attention
-    layer and step, and on a GPU a small model is bound by such per-call overhead)."""
-    return t if t.dtype == dtype else t.to(dtype)
 
 
 def linear_backward(grad_y: torch.Tensor, x_for_weight: Optional[torch.Tensor],
@@ -40,12 +34,11 @@ def linear_backward(grad_y: torch.Tensor, x_for_weight: Optional[torch.Tensor],
     rows = grad_y.reshape(-1, grad_y.shape[-1])  # (M, out), M = all leading dims
     grad_w = grad_b = grad_x = None
     if needs[1]:  # (out, in); no name is bound to the flattened input, so `del` frees it
-        grad_w = as_dtype(
-            rows.mT.matmul(as_dtype(x_for_weight.reshape(-1, x_for_weight.shape[-1]), dtype)),
+        grad_w = rows.mT.matmul(x_for_weight.reshape(-1, x_for_weight.shape[-1]).to(dtype)).to(
             weight.dtype)
     del x_for_weight
     if needs[2] and bias_dtype is not None:
-        grad_b = as_dtype(rows.sum(0), bias_dtype)
+        grad_b = rows.sum(0).to(bias_dtype)
     if needs[0]:
-        grad_x = as_dtype(grad_y.matmul(as_dtype(weight, dtype)), x_dtype)  # (..., in), fresh
+        grad_x = grad_y.matmul(weight.to(dtype)).to(x_dtype)  # (..., in), a fresh tensor
     return grad_x, grad_w, grad_b

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .linear_grad import as_dtype, linear_backward, needs_autograd
+from .linear_grad import linear_backward, needs_autograd
 from .options import PrecondCfg, parse_conditioning
 
 __all__ = ['row_scale', 'precondition', 'PreconditionedLinear']
@@ -64,11 +64,11 @@ def precondition(out: torch.Tensor,
 def _rows(x: torch.Tensor, num_heads: int) -> Tuple[torch.Tensor, int]:
     """(rows, dim): x's (token, head) rows as a view in x's memory order and the dim of d:
     (..., N, heads, d), dim -1 (token-major), or (..., heads, d, N), dim -2 (channel-major)."""
-    heads = x.view(x.shape[:-1] + (num_heads, -1))  # (..., N, heads, d); a split is a view
-    if heads.is_contiguous():
-        return heads, -1
+    heads = x.unflatten(-1, (num_heads, -1))  # (..., N, heads, d)
     channels = heads.movedim(-3, -1)  # (..., heads, d, N)
-    return (channels, -2) if channels.is_contiguous() else (heads, -1)
+    if not heads.is_contiguous() and channels.is_contiguous():
+        return channels, -2
+    return heads, -1
 
 
 def _flat(x: torch.Tensor) -> bool:
@@ -81,8 +81,6 @@ def _scaled(x: torch.Tensor, rows: torch.Tensor, dim: int, c: torch.Tensor) -> t
     """C·x (..., N, heads·d) from ``rows``/``dim`` of :func:`_rows` and C in the rows' layout,
     in one pass: channel-major stays so where F.linear takes it without a copy (one image),
     else C·x is written token-major, the copy F.linear would make of x (XCA, batch > 1)."""
-    if dim == -1 and rows.is_contiguous():  # token-major: the product is laid out as F.linear
-        return (rows * c).flatten(-2)  # wants it
     dtype = torch.promote_types(rows.dtype, c.dtype)
     if dim == -2 and _flat(x):
         return (rows * c).movedim(-1, -3).flatten(-2)  # (..., N, heads·d), channel-major
@@ -143,11 +141,11 @@ class _PreconditionedProjection(torch.autograd.Function):
         if channel_major:  # (heads·d, N) = Wᵀ grad_yᵀ, scaled by C (..., heads, 1, N)
             grad_t = weight.to(grad_y.dtype).mT @ grad_y.reshape(-1, grad_y.shape[-1]).mT
             grad_x = grad_t.view(c.shape[:-2] + (-1, grad_t.shape[-1])).mul_(c)
-            grad_x = as_dtype(grad_x.movedim(-1, -3).flatten(-2), ctx.x_dtype)
+            grad_x = grad_x.movedim(-1, -3).flatten(-2).to(ctx.x_dtype)
         elif grad_x is not None:  # (..., N, heads·d), token-major: scale by C (..., N, heads, 1)
             c = c.movedim(-1, -3).contiguous() if dim == -2 else c
-            grad_x = grad_x.view(grad_x.shape[:-1] + (ctx.num_heads, -1)).mul_(c).flatten(-2)
-            grad_x = as_dtype(grad_x, ctx.x_dtype)
+            grad_x = grad_x.unflatten(-1, (ctx.num_heads, -1)).mul_(c).flatten(-2)
+            grad_x = grad_x.to(ctx.x_dtype)
         return grad_x, grad_w, grad_b, None, None, None
 
 
