@@ -569,15 +569,21 @@ def _shape(shape) -> str:
     return '×'.join(map(str, shape))
 
 
-def models_line(models: str) -> str:
+def backbone_names(models: str, tiny: bool) -> str:
+    """'family: model arch, ...' of the backbones built from ``models``."""
+    if models == 'timm':
+        return ', '.join(f'{f}: timm `{n}`{" tiny" if tiny else ""}'
+                         for f, (n, _) in TIMM_BACKBONES.items())
+    return ', '.join(f'{f}: {n} {"tiny" if tiny else a}' for f, (n, a, _) in BACKBONES.items())
+
+
+def models_line(models: str, tiny: bool) -> str:
     """What the backbone rows are made of, for the report."""
     if models == 'timm':
         import timm
-        names = ', '.join(f'{f}: `{n}`' for f, (n, _) in TIMM_BACKBONES.items())
-        return (f'timm {timm.__version__} ({names}; random weights, `forward_features` '
-                'timed), conditioned with `mmcondattn.condition_model`')
-    names = ', '.join(f'{f}: {n} {a}' for f, (n, a, _) in BACKBONES.items())
-    return f'the registered backbones ({names})'
+        return (f'timm {timm.__version__} ({backbone_names(models, tiny)}; random weights, '
+                '`forward_features` timed), conditioned with `mmcondattn.condition_model`')
+    return f'the registered backbones ({backbone_names(models, tiny)})'
 
 
 def render_markdown(result: dict, command: str) -> str:
@@ -592,7 +598,7 @@ def render_markdown(result: dict, command: str) -> str:
         '',
         f'- machine: {machine()}; device: {device}',
         f'- torch {torch.__version__}, Python {platform.python_version()}',
-        f'- models: {models_line(s.models)}',
+        f'- models: {models_line(s.models, s.tiny)}',
         f'- load average (1/5/15 min) at start {load(result["load_start"])}, '
         f'at end {load(result["load_end"])}',
         f'- {s.repeats} alternating rounds after {s.warmup} warm-up calls each; times are '

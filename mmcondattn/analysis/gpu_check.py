@@ -44,8 +44,8 @@ import torch
 
 from ..errors import UserError
 from .benchmark import BACKBONES  # family: (registry name, arch, tiny arch)
-from .benchmark import MODEL_SOURCES, TIMM_BACKBONES, build_twins
-from .presets import PRESETS, check_choices
+from .benchmark import MODEL_SOURCES, TIMM_BACKBONES, backbone_names, build_plain, build_twins
+from .presets import PRESETS, check_choices, preset
 
 __all__ = ['Check', 'run_gpu_check', 'report_dir', 'REPORT_NAME', 'HEADLINE']
 
@@ -276,11 +276,11 @@ def build_backbone(family: str,
     """``family``'s conditioned detection backbone (mmdet's registry) with ``method``; timm
     mode: timm's model for (H, W) = ``hw`` inputs, conditioned with ``condition_model``."""
     if models == 'timm':
-        return build_twins(family, 'det', method, tuple(hw), tiny, models='timm')[1]
+        from ..conditioning import condition_model
+        plain = build_plain(family, 'det', tuple(hw), tiny, models='timm')
+        return condition_model(plain, preset(method).conditioning)
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
-
-    from .presets import preset
     name, arch, tiny_arch = BACKBONES[family]
     cfg = dict(
         type=name, arch=tiny_arch if tiny else arch, conditioning=preset(method).conditioning)
@@ -360,14 +360,6 @@ def cpu_fp16_autocast() -> bool:
         return out.dtype == torch.float16
     except (RuntimeError, TypeError, AttributeError):
         return False
-
-
-def backbone_names(models: str, tiny: bool) -> str:
-    """'family: model arch, ...' of the backbones a part builds."""
-    if models == 'timm':
-        return ', '.join(f'{f}: timm `{n}`{" tiny" if tiny else ""}'
-                         for f, (n, _) in TIMM_BACKBONES.items())
-    return ', '.join(f'{f}: {n} {"tiny" if tiny else a}' for f, (n, a, _) in BACKBONES.items())
 
 
 def run_amp_part(device: torch.device,
