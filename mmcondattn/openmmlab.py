@@ -2,9 +2,9 @@
 (:func:`~mmcondattn.stack.check_stack`), registers the layers, backbones and hooks in mmdet's,
 mmpretrain's and mmengine's registries, and applies the shims of :mod:`mmcondattn.compat`.
 
-``import mmcondattn`` does this by itself when mmengine is already imported (configs'
-``custom_imports=dict(imports=['mmcondattn'])``, the tools); ``import mmcondattn.openmmlab``
-always does.
+``import mmcondattn`` imports this module whenever the OpenMMLab stack is installed, in any
+import order (the rule, and what a broken stack does then: :mod:`mmcondattn`'s docstring);
+``import mmcondattn.openmmlab`` always does, and raises the stack's error where it is broken.
 """
 from .stack import check_stack
 

@@ -5,6 +5,7 @@ import torch.nn as nn
 
 from .options import ConditioningConfig
 from .spectral import SpectralLinear
+from .state import ConditioningState
 
 __all__ = ['fold_conditioning']
 
@@ -12,9 +13,11 @@ __all__ = ['fold_conditioning']
 def fold_conditioning(model: nn.Module) -> nn.Module:
     """Replace every :class:`SpectralLinear` in ``model`` by its folded ``nn.Linear``, in place.
 
-    The folded model computes the same function (up to float rounding of W + C) with stock
-    state-dict keys (no ``*.correction`` buffers). Modules that record their conditioning in a
-    ``conditioning`` attribute (the conditioned attention layers) get ``spectral=None`` there.
+    The folded model computes the same function (up to float rounding of W + α·C, α the
+    layer's ``strength``: 1 unless a warm start is under way) with stock state-dict keys (no
+    ``*.correction`` buffers). Modules that record their conditioning in a ``conditioning``
+    attribute (the conditioned attention layers) and the model's ``conditioning_state`` record
+    get ``spectral=None`` there.
     Returns ``model`` (or the folded Linear if ``model`` itself is a SpectralLinear).
     """
     if isinstance(model, SpectralLinear):
@@ -28,4 +31,6 @@ def fold_conditioning(model: nn.Module) -> nn.Module:
         cfg = getattr(parent, 'conditioning', None)
         if folded and isinstance(cfg, ConditioningConfig):
             parent.conditioning = dataclasses.replace(cfg, spectral=None)
+    for state in [m for m in model.modules() if isinstance(m, ConditioningState)]:
+        state.forget('spectral')
     return model

@@ -22,6 +22,7 @@ import torch.nn as nn
 from .options import ConditioningConfig, ConditioningConfigError, TokensCfg, parse_conditioning
 from .precond import PreconditionedLinear
 from .spectral import SpectralLinear
+from .state import attach_state
 from .tokens import TokenConditioner
 
 __all__ = [
@@ -283,13 +284,18 @@ def condition_model(model: nn.Module, conditioning=None) -> nn.Module:
     ``model`` is a supported backbone (OpenMMLab's ViT, Swin, XCiT; timm's ViT / DeiT,
     Swin, XCiT) or holds one (a detector, a classifier, mmpretrain's ``TIMMBackbone``):
     precond and spectral condition every supported attention layer, tokens each supported
-    backbone. Nothing is changed before every check has passed.
+    backbone. ``model`` gets a ``conditioning_state`` child (:mod:`.state`): the record of
+    its conditioning that its checkpoints carry, checked when weights are loaded into it
+    (one log line with the measured change of its output where they were trained otherwise),
+    and the warm start. Nothing is changed before every check has passed.
 
     Args:
         model (nn.Module): the model, built and initialised (an svd correction is computed
             from the weights it has now; see :class:`SpectralLinear` for later loads).
         conditioning (dict | ConditioningConfig | None): see :func:`parse_conditioning`.
-            None or ``{}`` leaves the model stock.
+            None or ``{}`` leaves the model stock. ``warm_start=dict(iters=N)`` starts every
+            method at strength 0 (the model computes what it computed before) and ramps it
+            to 1 over N training forwards.
 
     Raises:
         ConditioningConfigError: a bad config, or a method the model has no place for.
@@ -306,4 +312,6 @@ def condition_model(model: nn.Module, conditioning=None) -> nn.Module:
         attach_token_conditioning(b, cfg.tokens, getattr(b, a.patch_embed),
                                   getattr(b, a.pos_drop) if a.pos_drop else None,
                                   a.num_prefix_tokens(b))
+    if not hasattr(model, 'conditioning_state'):
+        attach_state(model, cfg)
     return model

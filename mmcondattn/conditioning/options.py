@@ -5,7 +5,8 @@ A config names any subset of the three methods, each with its options::
     conditioning = dict(
         precond=dict(eps=1e-6, scale=1., detach=True),              # 1. preconditioned attention
         spectral=dict(mode='identity', lam=10., targets=('q', 'k', 'v')),  # 2. spectral Q/K/V
-        tokens=dict(solver='auto', detach=True, position='before_pos_embed'))  # 3. tokens
+        tokens=dict(solver='auto', detach=True, position='before_pos_embed'),  # 3. tokens
+        warm_start=dict(iters=1000))  # from weights trained without it: ramp 0 -> 1 (optional)
 
 ``dict(precond=dict())`` (or ``precond=True``) means that method with its defaults;
 ``precond=None`` / ``False`` or leaving the key out means off. :func:`parse_conditioning`
@@ -19,7 +20,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional, Tuple
 
 __all__ = [
-    'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg', 'ConditioningConfig',
+    'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg', 'WarmStartCfg',
+    'ConditioningConfig',
     'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS', 'TOKEN_SOLVERS', 'TOKEN_POSITIONS'
 ]
 
@@ -74,7 +76,20 @@ class TokensCfg:
     ns_iters: int = 10
 
 
+@dataclass(frozen=True)
+class WarmStartCfg:
+    """Warm start over weights trained without conditioning: every method runs at strength
+    α = min(1, t / iters), t = the model's training forwards so far (α = 0: the stock function,
+    α = 1: the method; see :mod:`.state`).
+
+    iters (int >= 1, default 1000): training forwards of the conditioned model (iterations ×
+    gradient-accumulation steps) until full strength.
+    """
+    iters: int = 1000
+
+
 _METHODS = {'precond': PrecondCfg, 'spectral': SpectralCfg, 'tokens': TokensCfg}
+_OPTIONS = dict(_METHODS, warm_start=WarmStartCfg)  # the methods and the warm start
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,7 @@ class ConditioningConfig:
     precond: Optional[PrecondCfg] = None
     spectral: Optional[SpectralCfg] = None
     tokens: Optional[TokensCfg] = None
+    warm_start: Optional[WarmStartCfg] = None
 
     @property
     def enabled(self) -> bool:
@@ -95,8 +111,33 @@ class ConditioningConfig:
         return self.precond is not None or self.spectral is not None
 
     def to_dict(self) -> dict:
-        """The config back as a plain dict (methods that are off are left out)."""
-        return {k: asdict(v) for k, v in ((n, getattr(self, n)) for n in _METHODS) if v is not None}
+        """The config back as a plain dict (what is off is left out)."""
+        return {k: asdict(v) for k, v in ((n, getattr(self, n)) for n in _OPTIONS) if v is not None}
+
+    def methods(self) -> dict:
+        """The methods that are on, as a plain dict (no warm start): what weights trained
+        with this config were trained with."""
+        return {k: v for k, v in self.to_dict().items() if k in _METHODS}
+
+    def __str__(self) -> str:
+        """'precond + spectral(mode=identity, lam=10.0)' style summary ('none' when off)."""
+        return describe(self.methods())
+
+
+def describe(methods: dict) -> str:
+    """'precond + spectral(lam=10.0)' for a :meth:`ConditioningConfig.methods` dict, options
+    that differ from the defaults in brackets; 'none' for ``{}``."""
+    parts = []
+    for name, opts in methods.items():
+        default = asdict(_METHODS[name]())
+        diff = {k: v for k, v in opts.items() if k in default and _plain(default[k]) != _plain(v)}
+        parts.append(name + ('(' + ', '.join(f'{k}={v}' for k, v in diff.items()) + ')'
+                             if diff else ''))
+    return ' + '.join(parts) or 'none'
+
+
+def _plain(v):
+    return list(v) if isinstance(v, (list, tuple)) else v
 
 
 def _choices(valid) -> str:
@@ -175,11 +216,13 @@ _CHECKS = {
         detach=_check_bool,
         position=lambda w, v: _check_choice(w, v, TOKEN_POSITIONS),
         ns_iters=lambda w, v: _check_int(w, v, 1)),
+    WarmStartCfg:
+    dict(iters=lambda w, v: _check_int(w, v, 1)),
 }
 
 
 def _parse_method(name: str, value: Any):
-    cls = _METHODS[name]
+    cls = _OPTIONS[name]
     where = f'conditioning.{name}'
     if value is None or value is False:
         return None
@@ -206,8 +249,8 @@ def parse_conditioning(cfg: Any = None) -> ConditioningConfig:
     Args:
         cfg: None (all off), a :class:`ConditioningConfig` (validated again, returned
             equal), or a mapping ``{method: options}`` with methods among 'precond',
-            'spectral', 'tokens' and options a dict (``dict()`` = defaults), True (defaults)
-            or None/False (off).
+            'spectral', 'tokens' (and 'warm_start', which needs a method) and options a dict
+            (``dict()`` = defaults), True (defaults) or None/False (off).
 
     Raises:
         ConditioningConfigError: naming the bad key/value and listing the valid ones.
@@ -215,12 +258,17 @@ def parse_conditioning(cfg: Any = None) -> ConditioningConfig:
     if cfg is None:
         return ConditioningConfig()
     if isinstance(cfg, ConditioningConfig):
-        cfg = {name: getattr(cfg, name) for name in _METHODS}
+        cfg = {name: getattr(cfg, name) for name in _OPTIONS}
     if not isinstance(cfg, Mapping):
         raise ConditioningConfigError(
             f'conditioning: expected a dict of methods or None, got {type(cfg).__name__} '
-            f'{cfg!r}; valid methods: {_choices(_METHODS)}')
+            f'{cfg!r}; valid methods: {_choices(_METHODS)} (and \'warm_start\')')
     for key in cfg:
-        if key not in _METHODS:
-            _fail('conditioning', f'unknown method {key!r}', list(_METHODS), key)
-    return ConditioningConfig(**{k: _parse_method(k, v) for k, v in cfg.items()})
+        if key not in _OPTIONS:
+            _fail('conditioning', f'unknown method {key!r}', list(_OPTIONS), key)
+    parsed = ConditioningConfig(**{k: _parse_method(k, v) for k, v in cfg.items()})
+    if parsed.warm_start is not None and not parsed.enabled:
+        raise ConditioningConfigError(
+            'conditioning.warm_start: ramps the methods in, but none is on; add one of '
+            f'{_choices(_METHODS)} or leave warm_start out')
+    return parsed

@@ -44,14 +44,19 @@ def row_scale(out: torch.Tensor,
 def precondition(out: torch.Tensor,
                  eps: float = 1e-6,
                  scale: float = 1.0,
-                 detach: bool = True) -> torch.Tensor:
+                 detach: bool = True,
+                 strength: float = 1.0) -> torch.Tensor:
     """Scale every row of ``out`` (..., N, d) to norm ``scale``: returns C·out.
 
     C = diag(scale / (‖row_i‖₂ + eps)) (see :func:`row_scale`); the result keeps ``out``'s
     dtype. ``detach`` (default True): no gradient through C. An all-zero row stays zero.
-    This is the reference implementation of method 1.
+    ``strength`` α in [0, 1] (default 1): ((1 − α)·I + α·C)·out, still a diagonal (the warm
+    start, :mod:`.state`). This is the reference implementation of method 1.
     """
-    return out * row_scale(out.detach() if detach else out, eps, scale)
+    c = row_scale(out.detach() if detach else out, eps, scale)  # (..., N, 1)
+    if strength != 1:
+        c = c * strength + (1 - strength)
+    return out * c
 
 
 # The projection's input x (..., N, heads·d) comes in one of two memory orders: token-major
@@ -163,6 +168,10 @@ class PreconditionedLinear(nn.Linear):
         num_heads (int): heads merged in the input; ``in_features % num_heads == 0``.
         precond (PrecondCfg | dict | None): options (default: PrecondCfg()).
         device, dtype: as ``nn.Linear``.
+
+    Attributes:
+        strength (float): α in [0, 1], default 1 (the method); set by a warm start
+            (:mod:`.state`): α = 0 is the stock projection.
     """
 
     def __init__(self,
@@ -181,6 +190,7 @@ class PreconditionedLinear(nn.Linear):
         if not isinstance(precond, PrecondCfg):
             precond = parse_conditioning(dict(precond=precond or {})).precond
         self.precond = precond
+        self.strength = 1.0
 
     @classmethod
     def from_linear(cls,
@@ -201,16 +211,19 @@ class PreconditionedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.precond
-        if p.detach:  # the default: saves x, not C·x (see _PreconditionedProjection)
+        if self.strength == 0:  # a warm start's first step: the stock projection
+            return F.linear(x, self.weight, self.bias)
+        if p.detach and self.strength == 1:  # the default: saves x, not C·x (see _PreconditionedProjection)
             args = (x, self.weight, self.bias, self.num_heads, p.eps, p.scale)
             if needs_autograd(*args[:3]):
                 return _PreconditionedProjection.apply(*args)
             return _project(*args)  # nothing to differentiate: no autograd.Function
         heads = x.unflatten(-1, (self.num_heads, -1))  # (..., N, heads, d)
-        x = precondition(heads, p.eps, p.scale, p.detach).flatten(-2)  # (..., N, heads·d)
+        x = precondition(heads, p.eps, p.scale, p.detach, self.strength).flatten(-2)  # (..., N, heads·d)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         p = self.precond
+        strength = '' if self.strength == 1 else f', strength={self.strength:g}'
         return (f'{super().extra_repr()}, num_heads={self.num_heads}, precond: eps={p.eps}, '
-                f'scale={p.scale}, detach={p.detach}')
+                f'scale={p.scale}, detach={p.detach}{strength}')

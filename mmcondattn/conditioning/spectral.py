@@ -100,7 +100,7 @@ class SpectralLinear(nn.Linear):
     ``correction`` (shaped like ``weight``, no gradient) is saved under the state-dict key
     ``<name>.correction`` (``weight`` and ``bias`` keep theirs). ``svd`` mode holds it in a
     persistent buffer; in ``identity`` mode it is a read-only property (lam·I, made when
-    asked for; a loaded one is checked against it). Forward: ``identity`` mode adds lam·x to
+    asked for; a loaded one is ignored). Forward: ``identity`` mode adds lam·x to
     the targeted output blocks of F.linear(x, W, b) (no extra matmul); ``svd`` mode runs
     F.linear(x, W + C, b). :meth:`folded` gives the equivalent plain ``nn.Linear``.
 
@@ -108,6 +108,10 @@ class SpectralLinear(nn.Linear):
         in_features, out_features, bias: as ``nn.Linear``; ``out_features`` = 3·D_out.
         spectral (SpectralCfg | dict | None): options (default: SpectralCfg()).
         device, dtype: as ``nn.Linear``.
+
+    Attributes:
+        strength (float): α in [0, 1], default 1; the weight is W + α·C (a warm start,
+            :mod:`.state`; α = 0 is the stock Linear). Folding keeps it.
     """
 
     def __init__(self,
@@ -124,6 +128,7 @@ class SpectralLinear(nn.Linear):
             raise ValueError(f'out_features {out_features} is not 3·D_out (fused q, k, v)')
         self.spectral = spectral
         self.block = out_features // len(SPECTRAL_TARGETS)  # D_out
+        self.strength = 1.0
         if spectral.mode == 'svd':
             self.register_buffer('correction', torch.empty_like(self.weight))
             if not self.weight.is_meta:
@@ -170,14 +175,18 @@ class SpectralLinear(nn.Linear):
         self.recompute_correction()
 
     def effective_weight(self) -> torch.Tensor:
-        """W + C (3·D_out, D_in), with gradient to W."""
-        return self.weight + self.correction
+        """W + α·C (3·D_out, D_in), α = ``strength`` (1: W + C), with gradient to W."""
+        if self.strength == 1:
+            return self.weight + self.correction
+        return self.weight + self.strength * self.correction
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.spectral
+        if self.strength == 0:  # a warm start's first step: the stock Linear
+            return F.linear(x, self.weight, self.bias)
         if s.mode == 'svd':
             return F.linear(x, self.effective_weight(), self.bias)
-        args = (x, self.weight, self.bias, s.lam,
+        args = (x, self.weight, self.bias, s.lam * self.strength,
                 tuple(SPECTRAL_TARGETS.index(t) for t in s.targets), self.block)
         if needs_autograd(*args[:3]):
             return _IdentityCorrectedLinear.apply(*args)
@@ -205,26 +214,15 @@ class SpectralLinear(nn.Linear):
                                       unexpected_keys, error_msgs)
         key = prefix + 'correction'
         if self.spectral.mode == 'identity':
-            # not a buffer here: consume the key ourselves, and check it is our lam·I
+            # not a buffer here: consume the key (a checkpoint trained with another λ or mode
+            # is reported, with its effect, by the model's conditioning record: .state)
             if key in unexpected_keys:
                 unexpected_keys.remove(key)
-            if key not in state_dict:
-                if strict:
-                    missing_keys.append(key)
-            elif not self._matches_identity(state_dict[key]):
-                s = self.spectral
-                error_msgs.append(
-                    f'{key}: the checkpoint holds a correction that is not lam·I for '
-                    f'lam={s.lam}, targets={s.targets} (trained with another spectral '
-                    f'mode/lam?); using lam·I')
+            if key not in state_dict and strict:
+                missing_keys.append(key)
         elif key not in state_dict and prefix + 'weight' in state_dict:
             # a stock checkpoint: the key stays reported missing; follow the loaded weights
             self.recompute_correction()
-
-    def _matches_identity(self, loaded) -> bool:
-        want = self.correction
-        return (torch.is_tensor(loaded) and loaded.shape == want.shape
-                and torch.allclose(loaded.to(want), want))
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -234,7 +232,8 @@ class SpectralLinear(nn.Linear):
     def extra_repr(self) -> str:
         s = self.spectral
         lam = f', lam={s.lam}' if s.mode == 'identity' else ''
-        return f'{super().extra_repr()}, mode={s.mode}{lam}, targets={s.targets}'
+        strength = '' if self.strength == 1 else f', strength={self.strength:g}'
+        return f'{super().extra_repr()}, mode={s.mode}{lam}, targets={s.targets}{strength}'
 
 
 def recompute_corrections(model: nn.Module) -> int:

@@ -202,7 +202,8 @@ def token_correction(x: torch.Tensor, solver: str = 'auto', ns_iters: int = 10) 
 def condition_tokens(x: torch.Tensor,
                      solver: str = 'auto',
                      detach: bool = True,
-                     ns_iters: int = 10) -> torch.Tensor:
+                     ns_iters: int = 10,
+                     strength: float = 1.0) -> torch.Tensor:
     """X + σ_max(X)·U Vᵀ per image, for ``x`` (B, N, D) (any leading dims); same shape/dtype.
 
     Args:
@@ -212,13 +213,16 @@ def condition_tokens(x: torch.Tensor,
             False differentiates through the solver (svd/eigh gradients are not finite for
             repeated singular values, e.g. rank-deficient X; newton_schulz's always are).
         ns_iters: Newton-Schulz steps (Krylov vectors for σ_max: 4×), default 10.
+        strength: α in [0, 1], default 1: X + α·C (a warm start; α = 0 returns ``x``).
     """
+    if strength == 0:
+        return x
     if detach:
         with torch.no_grad():
             c = token_correction(x.detach(), solver, ns_iters)
     else:
         c = token_correction(x, solver, ns_iters)
-    return x + c
+    return x + c if strength == 1 else x + strength * c
 
 
 class TokenConditioner(nn.Module):
@@ -235,6 +239,7 @@ class TokenConditioner(nn.Module):
         rank_deficient (bool): the tokens have rank < D by construction (set by
             :func:`mmcondattn.conditioning.attach_token_conditioning` from the patch
             embedding): 'auto' is then 'svd' on every device. Default False.
+        strength (float): α in [0, 1], default 1: X + α·C (set by a warm start).
     """
 
     def __init__(self,
@@ -247,6 +252,7 @@ class TokenConditioner(nn.Module):
             dict(tokens=dict(solver=solver, detach=detach, position=position,
                              ns_iters=ns_iters))).tokens
         self.rank_deficient = False
+        self.strength = 1.0
 
     @classmethod
     def from_cfg(cls, cfg) -> 'TokenConditioner':
@@ -267,10 +273,11 @@ class TokenConditioner(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.cfg
-        return condition_tokens(x, self.solver, c.detach, c.ns_iters)
+        return condition_tokens(x, self.solver, c.detach, c.ns_iters, self.strength)
 
     def extra_repr(self) -> str:
         c, solver = self.cfg, self.solver
         ns = f', ns_iters={c.ns_iters}' if solver in ('auto', 'newton_schulz') else ''
         why = ' (auto: rank-deficient tokens)' if solver != c.solver else ''
-        return f'solver={solver}{why}, detach={c.detach}, position={c.position}{ns}'
+        strength = '' if self.strength == 1 else f', strength={self.strength:g}'
+        return f'solver={solver}{why}, detach={c.detach}, position={c.position}{ns}{strength}'

@@ -16,10 +16,12 @@ The four stock classes are registered in the adapter table of
 :func:`mmcondattn.condition_model`; the ``Conditioned*`` classes are the same layers with a
 ``conditioning`` argument, for configs that build layers. Token conditioning is not a layer
 matter: backbones apply ``TokenConditioner`` after the patch embedding.
+
+:func:`record_attention` and :func:`attention_layers` live in :mod:`mmcondattn.measure`
+(torch alone) and are re-exported here; this module adds the one OpenMMLab-specific piece
+they use, how to form A from a fused-SDPA ``MultiheadAttention``'s qkv output.
 """
-from contextlib import contextmanager
 from functools import partial
-from typing import Dict
 
 import torch
 import torch.nn as nn
@@ -29,10 +31,9 @@ from mmpretrain.models.backbones.xcit import XCA
 from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA
 from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 
-from ..conditioning import (PreconditionedLinear, condition_attention, parse_conditioning,
-                            precondition)
-from ..conditioning.model import (ATTENTION_ADAPTERS, AttentionAdapter, condition_attention_layer,
-                                  load_adapters, register_attention)
+from ..conditioning import condition_attention, parse_conditioning
+from ..conditioning.model import AttentionAdapter, condition_attention_layer, register_attention
+from ..measure import attention_layers, record_attention  # torch-only; re-exported here
 
 __all__ = [
     'ConditionedMultiheadAttention', 'ConditionedWindowMSA', 'ConditionedDetWindowMSA',
@@ -85,13 +86,6 @@ def condition_attention_modules(model: nn.Module, conditioning) -> int:
     return condition_attention(model, conditioning)
 
 
-def attention_layers(model: nn.Module):
-    """``[(name, module)]`` of the attention layers :func:`record_attention` records (every
-    class of the adapter table, stock or conditioned), in module (= forward) order."""
-    load_adapters(model)
-    return [(name, m) for name, m in model.named_modules() if type(m) in ATTENTION_ADAPTERS]
-
-
 def _mha_attention(m: MultiheadAttention, qkv: torch.Tensor) -> torch.Tensor:
     """Explicit A (B, heads, N, N) of a MultiheadAttention from its qkv output (B, N, 3D);
     the stock forward never forms it (fused SDPA). Dropout is not applied."""
@@ -102,62 +96,6 @@ def _mha_attention(m: MultiheadAttention, qkv: torch.Tensor) -> torch.Tensor:
     else:
         logits = q @ k.mT * m.head_dims**-0.5
     return logits.float().softmax(-1)
-
-
-@contextmanager
-def record_attention(model: nn.Module):
-    """Record attention matrices and head outputs of every attention layer of the adapter
-    table (stock or conditioned) while the ``with`` block runs forwards.
-
-    Yields a dict ``{module name: {'x': X, 'attn': A, 'out': O[, 'out_cond': C·O]}}`` filled
-    by each forward (last call wins), detached:
-    X (B, N, D) the layer's input tokens, from which q, k, v are computed (after the block's
-    norm; (B·windows, Ws², C) windows for Swin); A (B, heads, N, N) softmax rows (window
-    batches for Swin; (B, heads, d, d) channel attention for XCA); O (B, heads, N, d) head
-    outputs before the projection; 'out_cond' the preconditioned outputs where precond is
-    on. Hooks are removed on exit; timm layers run their explicit (not fused) attention
-    path inside the block, so that A is formed.
-    """
-    records: Dict[str, dict] = {}
-    handles, fused = [], []
-    try:
-        yield _hook_layers(model, records, handles, fused)
-    finally:
-        for h in handles:
-            h.remove()
-        for m in fused:
-            m.fused_attn = True
-
-
-def _hook_layers(model: nn.Module, records: Dict[str, dict], handles: list, fused: list):
-    for name, m in attention_layers(model):
-        rec = records.setdefault(name, {})
-        adapter = ATTENTION_ADAPTERS[type(m)]
-        if getattr(m, 'fused_attn', False):  # timm: the explicit path forms A
-            m.fused_attn = False
-            fused.append(m)
-
-        def on_input(mod, args, kwargs, rec=rec):
-            rec['x'] = (args[0] if args else kwargs['x']).detach()
-
-        handles.append(m.register_forward_pre_hook(on_input, with_kwargs=True))
-
-        def on_proj(mod, args, heads=adapter.num_heads(m), rec=rec):
-            o = args[0].detach().unflatten(-1, (heads, -1)).transpose(-3, -2)
-            rec['out'] = o  # (B, heads, N, d)
-            if isinstance(mod, PreconditionedLinear):
-                p = mod.precond
-                rec['out_cond'] = precondition(o, p.eps, p.scale, p.detach)
-
-        handles.append(getattr(m, adapter.proj).register_forward_pre_hook(on_proj))
-        if adapter.attention_from_qkv is not None:
-            hook = (lambda mod, args, out, m=m, rec=rec, f=adapter.attention_from_qkv: rec.
-                    __setitem__('attn', f(m, out.detach())))
-            handles.append(getattr(m, adapter.qkv).register_forward_hook(hook))
-        else:  # attn_drop receives the softmaxed (and masked) attention
-            hook = (lambda mod, args, rec=rec: rec.__setitem__('attn', args[0].detach()))
-            handles.append(m.attn_drop.register_forward_pre_hook(hook))
-    return records
 
 
 for _cls in (WindowMSA, DetWindowMSA, XCA, ConditionedWindowMSA, ConditionedDetWindowMSA,

@@ -27,7 +27,8 @@ TRAINING_DATA = {
     'data/shapes_coco/': 'shapes_coco',
     'data/shapes_imagenet/': 'shapes_imagenet',
     'data/shapes_imagenet32/': 'shapes_imagenet32',
-    'data/fashion_mnist/': 'Fashion-MNIST'
+    'data/fashion_mnist/': 'Fashion-MNIST',
+    'data/trees/': 'NEON trees'
 }
 GENERATED = ('shapes_coco', 'shapes_imagenet', 'shapes_imagenet32')
 TASK_OF = {

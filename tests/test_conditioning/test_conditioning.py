@@ -242,12 +242,14 @@ def test_svd_correction_reloads_exactly_and_follows_stock_checkpoints():
     torch.testing.assert_close(fresh.correction, spectral_correction(stock['weight'], 'svd'))
 
 
-def test_identity_correction_from_another_lam_is_reported():
+def test_identity_correction_from_another_lam_loads_as_the_models_own():
+    """The layer keeps its λ; the model's conditioning record reports the difference
+    (tests/test_models/test_warm_start.py)."""
     sd = SpectralLinear(4, 12, spectral=dict(lam=1.)).state_dict()
     sl = SpectralLinear(4, 12, spectral=dict(lam=10.))
-    with pytest.raises(RuntimeError, match=r'correction.*lam=10\.0'):
-        sl.load_state_dict(sd)
+    sl.load_state_dict(sd)
     torch.testing.assert_close(sl.correction, spectral_correction(sl.weight, lam=10.))
+    torch.testing.assert_close(sl.weight, sd['weight'])
 
 
 # --- tokens --------------------------------------------------------------------------------

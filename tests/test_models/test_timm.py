@@ -61,9 +61,10 @@ def test_each_method_keeps_classes_and_stock_keys(family):
     assert all(
         isinstance(m.qkv, SpectralLinear) and isinstance(m.proj, PreconditionedLinear)
         for m in layers(model, family))
-    extra = set(model.state_dict()) - set(stock.state_dict())
+    extra = set(model.state_dict()) - set(stock.state_dict()) - {'conditioning_state.record'}
     assert set(stock.state_dict()) <= set(model.state_dict())
     assert len(extra) == n and all(k.endswith('.qkv.correction') for k in extra)
+    assert 'conditioning_state.record' in model.state_dict()  # what it is trained with
     assert 'token_conditioning' in dict(model.named_children())
     assert '(token_conditioning): PatchTokenConditioning' in str(model)
     out = model(x)

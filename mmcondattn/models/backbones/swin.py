@@ -21,6 +21,7 @@ from mmcondattn.conditioning import recompute_corrections
 from mmcondattn.conditioning.model import BackboneAdapter, register_backbone
 from .utils import (DropInBackbone, attach_conditioning, check_arch, check_kwargs, local_pretrained,
                     resolve_arch)
+from .validate import check_backbone_args
 
 __all__ = ['ConditionedSwin', 'ConditionedSwinDet', 'upgrade_legacy_swin_keys']
 
@@ -62,11 +63,12 @@ class ConditionedSwin(DropInBackbone, SwinTransformer):
     """
 
     def __init__(self, arch='tiny', conditioning: Optional[dict] = None, **kwargs):
+        check_backbone_args(self, arch=arch, **kwargs)
         owner = type(self).__name__
         check_arch(arch, self.arch_zoo, SWIN_REQUIRED, owner)
         check_kwargs(owner, SwinTransformer, kwargs)
         super().__init__(arch=arch, **kwargs)
-        attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos)
+        attach_conditioning(self, conditioning)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
         upgrade_legacy_swin_keys(state_dict, prefix, local_metadata.get('version'),
@@ -98,11 +100,12 @@ class ConditionedSwinDet(DropInBackbone, DetSwinTransformer):
     arch_zoo = SwinTransformer.arch_zoo
 
     def __init__(self, arch=None, conditioning: Optional[dict] = None, **kwargs):
+        check_backbone_args(self, arch=arch, **kwargs)
         owner = type(self).__name__
         settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, SWIN_REQUIRED, SWIN_REQUIRED)
         check_kwargs(owner, DetSwinTransformer, kwargs)
         super().__init__(**settings, **kwargs)
-        attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos)
+        attach_conditioning(self, conditioning)
 
     def init_weights(self):
         cfg = self.init_cfg

@@ -12,10 +12,8 @@
   spelling (``embed_dims``, ``depths``, ...), with one error when both are given and differ;
   :func:`check_kwargs`: unknown arguments named with the valid ones; :func:`pop_fixed`:
   stock arguments a detection form supports with one value only.
-- :func:`attach_conditioning`: the conditioning of a stock backbone: the ``qkv`` / ``proj``
-  children of its attention layers are swapped for conditioned ones and a
-  :class:`~mmcondattn.conditioning.PatchTokenConditioning` is put on the patch tokens,
-  without touching the stock ``forward``.
+- :func:`attach_conditioning`: the conditioning of a stock backbone, through
+  :func:`~mmcondattn.conditioning.condition_model` (the same route users call).
 - :func:`pad_to_multiple`: bottom/right zero padding, for the multi-scale detection forms.
 - :func:`register_classification_key_filter`: lets a detection form load a classifier
   checkpoint of the same arch (drops the keys only the classifier has).
@@ -31,8 +29,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from mmcondattn.conditioning import (ConditioningConfig, PatchTokenConditioning,
-                                     attach_token_conditioning, condition_attention,
-                                     parse_conditioning)
+                                     condition_model, parse_conditioning)
 from mmcondattn.converters.classifier_to_detector import drop_classification_keys
 
 __all__ = [
@@ -194,24 +191,20 @@ def pop_fixed(owner: str, kwargs: MutableMapping[str, Any], fixed: Mapping[str,
 
 
 def attach_conditioning(backbone: nn.Module,
-                        conditioning: Union[None, dict, ConditioningConfig],
-                        patch_embed: nn.Module,
-                        pos_drop: nn.Module,
-                        num_extra_tokens: int = 0) -> ConditioningConfig:
-    """Condition a freshly built stock ``backbone`` in place.
+                        conditioning: Union[None, dict, ConditioningConfig]) -> ConditioningConfig:
+    """Condition a freshly built stock ``backbone`` in place, by
+    :func:`~mmcondattn.conditioning.condition_model` (the route users call; the adapter table
+    says where its tokens are conditioned).
 
     Sets ``backbone.conditioning`` (the parsed config) and
-    ``backbone.num_conditioned_attention`` (how many attention layers were conditioned);
-    with token conditioning on, adds ``backbone.token_conditioning``
-    (:class:`~mmcondattn.conditioning.PatchTokenConditioning`, no parameters) hooked on
-    ``patch_embed`` (position 'before_pos_embed') or on ``pos_drop`` ('after_pos_embed';
-    then ``num_extra_tokens`` leading tokens are left out).
+    ``backbone.num_conditioned_attention`` (how many attention layers were conditioned).
     """
     cfg = parse_conditioning(conditioning)
+    condition_model(backbone, cfg)
     backbone.conditioning = cfg
-    backbone.num_conditioned_attention = condition_attention(backbone, cfg)
-    if cfg.tokens is not None:
-        attach_token_conditioning(backbone, cfg.tokens, patch_embed, pos_drop, num_extra_tokens)
+    backbone.num_conditioned_attention = sum(
+        1 for m in backbone.modules() if isinstance(getattr(m, 'conditioning', None),
+                                                    ConditioningConfig) and m is not backbone)
     return cfg
 
 

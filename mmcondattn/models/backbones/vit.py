@@ -20,6 +20,7 @@ from mmcondattn.conditioning.model import BackboneAdapter, register_backbone
 from .pyramid import SimplePyramid
 from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_arch,
                     check_kwargs, pad_to_multiple, pop_fixed, register_classification_key_filter)
+from .validate import check_backbone_args
 
 __all__ = ['ConditionedViT', 'ConditionedViTDet']
 
@@ -42,12 +43,12 @@ class ConditionedViT(DropInBackbone, VisionTransformer):
     """
 
     def __init__(self, arch='base', conditioning: Optional[dict] = None, **kwargs):
+        check_backbone_args(self, arch=arch, **kwargs)
         owner = type(self).__name__
         check_arch(arch, self.arch_zoo, VIT_REQUIRED, owner)
         check_kwargs(owner, VisionTransformer, kwargs)
         super().__init__(arch=arch, **kwargs)
-        attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos,
-                            self.num_extra_tokens)
+        attach_conditioning(self, conditioning)
 
 
 @DET_MODELS.register_module(name='ConditionedViT')
@@ -81,6 +82,8 @@ class ConditionedViTDet(DropInBackbone, VisionTransformer):
                  pyramid_norm_cfg: dict = dict(type='BN'),
                  conditioning: Optional[dict] = None,
                  **kwargs):
+        check_backbone_args(self, arch=arch, patch_size=patch_size, out_indices=out_indices,
+                            **kwargs)
         owner = type(self).__name__
         check_arch(arch, self.arch_zoo, VIT_REQUIRED, owner)
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
@@ -93,8 +96,7 @@ class ConditionedViTDet(DropInBackbone, VisionTransformer):
             arch=arch, patch_size=patch_size, out_indices=out_indices, **fixed, **kwargs)
         self.pyramid = SimplePyramid(self.embed_dims, patch_size, pyramid_norm_cfg)
         register_classification_key_filter(self, 'vit')
-        attach_conditioning(self, conditioning, self.patch_embed, self.drop_after_pos,
-                            self.num_extra_tokens)
+        attach_conditioning(self, conditioning)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = pad_to_multiple(x, SimplePyramid.strides[-1])  # (B, 3, H, W), H, W % 32 == 0

@@ -29,6 +29,7 @@ from .pyramid import SimplePyramid
 from .utils import (BackboneConfigError, DropInBackbone, attach_conditioning, check_kwargs,
                     local_pretrained, pad_to_multiple, pop_fixed,
                     register_classification_key_filter, resolve_arch)
+from .validate import check_backbone_args
 
 __all__ = ['ConditionedXCiT', 'ConditionedXCiTDet']
 
@@ -83,11 +84,12 @@ class ConditionedXCiT(DropInBackbone, XCiT):
     arch_zoo = XCIT_ARCHS
 
     def __init__(self, arch=None, conditioning: Optional[dict] = None, **kwargs):
+        check_backbone_args(self, arch=arch, **kwargs)
         owner = type(self).__name__
         settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS, XCIT_REQUIRED)
         check_kwargs(owner, XCiT, kwargs)
         super().__init__(**settings, **kwargs)
-        attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
+        attach_conditioning(self, conditioning)
 
 
 @DET_MODELS.register_module(name='ConditionedXCiT')
@@ -133,6 +135,8 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
                  frozen_stages: int = -1,
                  conditioning: Optional[dict] = None,
                  **kwargs):
+        check_backbone_args(self, arch=arch, patch_size=patch_size, out_indices=out_indices,
+                            frozen_stages=frozen_stages, **kwargs)
         owner = type(self).__name__
         settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS, XCIT_REQUIRED)
         depth = settings.get('depth', _stock_default(XCiT, 'depth'))
@@ -166,7 +170,7 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
         register_classification_key_filter(self, 'xcit')
         handle = self._register_load_state_dict_pre_hook(self._convert_source_layout)
         self._load_state_dict_pre_hooks.move_to_end(handle.id, last=False)  # before the filter
-        attach_conditioning(self, conditioning, self.patch_embed, self.pos_drop)
+        attach_conditioning(self, conditioning)
 
     def _convert_source_layout(self, state_dict, prefix, *args, **kwargs):
         """Load-state-dict pre-hook: backbone keys in the official facebookresearch/xcit

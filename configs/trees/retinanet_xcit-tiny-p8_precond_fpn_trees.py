@@ -1,0 +1,4 @@
+# Tree crowns: the tiny-XCiT RetinaNet of retinanet_xcit-tiny-p8_fpn_trees.py with
+# preconditioned attention (the method's defaults, docs/methods.md).
+_base_ = './retinanet_xcit-tiny-p8_fpn_trees.py'
+model = dict(backbone=dict(conditioning=dict(precond=dict())))
