@@ -53,12 +53,11 @@ def _plain_user_errors() -> tuple:
     modules: an exception's class was imported when it was raised (and the backbones'
     module imports mmdet and mmpretrain)."""
     return (UserError, ) + tuple(
-        getattr(sys.modules[module], name)
-        for module, name in (('mmcondattn.compat', 'CheckpointError'),
-                             ('mmcondattn.conditioning.options', 'ConditioningConfigError'),
-                             ('mmcondattn.stack', 'StackError'),
-                             ('mmcondattn.models.backbones.utils', 'BackboneConfigError'))
-        if module in sys.modules)
+        getattr(sys.modules[module], name) for module, name in (
+            ('mmcondattn.compat', 'CheckpointError'),
+            ('mmcondattn.conditioning.options', 'ConditioningConfigError'),
+            ('mmcondattn.stack', 'StackError'),
+            ('mmcondattn.models.backbones.utils', 'BackboneConfigError')) if module in sys.modules)
 
 
 def user_error_line(e: BaseException) -> Optional[str]:
@@ -136,7 +135,7 @@ def _locate(e: BaseException) -> Optional[_Located]:
         elif module == 'mmengine.registry.build_functions' and name in _BUILD_FUNCTIONS and \
                 isinstance(local.get('cfg'), dict):
             cfg = local['cfg']
-            if path is not None and node is not None:
+            if path is not None and node is not None and not (cfg is node or _eq(cfg, node)):
                 step = _find(node, cfg)
                 if step is None:
                     path, node = None, None  # lost the way: no key path from here on
@@ -208,7 +207,9 @@ def _unregistered(located: _Located) -> Optional[str]:
     lower = {}
     for n in names:
         lower.setdefault(n.lower(), n)
-    close = [lower[n] for n in difflib.get_close_matches(wrong.lower(), list(lower), n=3, cutoff=0.6)]
+    close = [
+        lower[n] for n in difflib.get_close_matches(wrong.lower(), list(lower), n=3, cutoff=0.6)
+    ]
     root = registry
     while getattr(root, 'parent', None) is not None:
         root = root.parent
@@ -228,6 +229,18 @@ def _is_number(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def _takes_number(param: inspect.Parameter) -> bool:
+    """Whether a parameter's default is a number or its annotation says int / float (alone,
+    or in a Union / Optional)."""
+    if _is_number(param.default):
+        return True
+    note = param.annotation
+    if isinstance(note, str):  # postponed annotations
+        return note.strip() in ('int', 'float', 'Optional[int]', 'Optional[float]')
+    kinds = getattr(note, '__args__', None) or (note, )
+    return any(k in (int, float) for k in kinds) and str not in kinds
+
+
 def _bad_number(e: BaseException, located: _Located) -> Optional[str]:
     """A string where the class takes a number (its default is one); or a value a torch
     optimizer refuses (its ValueError says which)."""
@@ -237,12 +250,13 @@ def _bad_number(e: BaseException, located: _Located) -> Optional[str]:
     except (TypeError, ValueError):
         params = {}
     bad = [(k, v) for k, v in cfg.items()
-           if isinstance(v, str) and k in params and _is_number(params[k].default)]
+           if isinstance(v, str) and k in params and _takes_number(params[k])]
     if bad and isinstance(e, TypeError):
         key, value = bad[0]
         at = f'{located.path}.{key}' if located.path else key
-        return (f'{at}={value!r} is not a number: {cls.__name__} takes a number there '
-                f'(default {params[key].default!r})')
+        default = params[key].default
+        return (f'{at}={value!r} is not a number: {cls.__name__} takes a number there' +
+                (f' (default {default!r})' if _is_number(default) else ''))
     if isinstance(e, ValueError) and any(
             c.__module__.startswith('torch.optim') and c.__name__ == 'Optimizer'
             for c in getattr(cls, '__mro__', ())):

@@ -57,6 +57,9 @@ def load_weights(model, checkpoint: str, config: str) -> None:
     except RuntimeError as e:
         why = ' '.join(str(e).split('\n\t')[1:2]) or str(e).splitlines()[0]
         raise UserError(f'checkpoint {checkpoint} does not fit config {config}: {why}') from None
+    # svd corrections missing from a checkpoint trained without them are computed from the
+    # loaded weights; what conditioning the weights were trained with is compared by the model
+    missing = [k for k in missing if not k.endswith('.qkv.correction')]
     if missing or unexpected:
         parts = [
             f'{len(missing)} missing keys ({_keys_line(missing)})' if missing else '',
@@ -137,8 +140,35 @@ def _fmt(v):
     return f'{v:.3g}' if isinstance(v, float) else str(v)
 
 
-def write_tables(results, out_dir):
-    """conditioning.csv (per layer + tokens), conditioning_heads.csv, conditioning.md."""
+def loads_section(loads) -> list:
+    """Markdown lines: per model, what its loaded weights were trained with against what it
+    applies, and the measured output change (``conditioning_state.last_load``)."""
+    rows = [(label, name, r) for label, found in loads.items() for name, r in found]
+    if not rows:
+        return []
+    lines = [
+        '', '## Loaded weights against the model\'s conditioning', '',
+        'Relative change of the output on a probe batch (2 fixed random images) between the '
+        'model as loaded and the function the weights were trained to compute.', '',
+        '| model | module | weights trained | model applies | output change |', '|---|---|---|---|---|'
+    ]
+    for label, name, r in rows:
+        change = '–' if r['drift'] is None else f"{100 * r['drift']:.1f} %"
+        lines.append(f"| {label} | {name or '(model)'} | {r['trained']} | {r['applies']} | "
+                     f'{change} |')
+    return lines
+
+
+def last_loads(model) -> list:
+    """[(module name, its ``conditioning_state.last_load``)] of the conditioned parts."""
+    return [(name.rsplit('.', 1)[0] if '.' in name else '', m.last_load)
+            for name, m in model.named_modules()
+            if type(m).__name__ == 'ConditioningState' and m.last_load is not None]
+
+
+def write_tables(results, out_dir, loads=None):
+    """conditioning.csv (per layer + tokens), conditioning_heads.csv, conditioning.md (with
+    :func:`loads_section` of ``loads``: ``{label: last_loads(model)}``)."""
     from ..models.probe import HEAD_KEYS, LAYER_KEYS, summarize
     fields = ['model', 'layer', 'name', *LAYER_KEYS]
     with open(osp.join(out_dir, 'conditioning.csv'), 'w', newline='') as f:
@@ -203,6 +233,7 @@ def write_tables(results, out_dir):
                 for r in results.values()
             ]
             lines.append(f'| {i} | ' + ' | '.join(cells) + ' |')
+    lines += loads_section(loads or {})
     with open(osp.join(out_dir, 'conditioning.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -251,17 +282,18 @@ def measure_models(specs: Sequence[Tuple[str, str, Optional[str]]],
 
     from ..models.probe import measure_conditioning
     os.makedirs(out_dir, exist_ok=True)
-    results, sources = {}, {}
+    results, sources, loads = {}, {}, {}
     for label, config, ckpt in track_iter_progress(list(specs)):
         model, cfg = build_model(config, ckpt, cfg_options, seed)
+        loads[label] = last_loads(model)
         inputs, sources[label] = probe_inputs(model, cfg, num_images, img_size, seed)
         try:
             results[label] = measure_conditioning(model, inputs)
         except ValueError as e:  # no attention layer
             raise UserError(f'{config}: {e}') from None
-    write_tables(results, out_dir)
+    write_tables(results, out_dir, loads)
     plotted = plot_layers(results, osp.join(out_dir, 'conditioning_layers.png'))
-    return dict(results=results, plotted=plotted, sources=sources)
+    return dict(results=results, plotted=plotted, sources=sources, loads=loads)
 
 
 # ------------------------------------------------------------------ over-training mode

@@ -42,7 +42,10 @@ from .precond import PreconditionedLinear
 from .spectral import SpectralLinear
 from .tokens import TokenConditioner
 
-__all__ = ['ConditioningState', 'attach_state', 'conditioned_parts', 'drift', 'STATE_KEYS']
+__all__ = [
+    'ConditioningState', 'attach_state', 'conditioned_parts', 'drift', 'compare_loaded',
+    'STATE_KEYS'
+]
 
 # the state-dict keys a conditioned root adds (besides spectral's ``*.qkv.correction``)
 STATE_KEYS = ('conditioning_state.record', 'conditioning_state.step')
@@ -84,6 +87,7 @@ class ConditioningState(nn.Module):
         if cfg.warm_start is not None:
             self.register_buffer('step', torch.zeros((), dtype=torch.long))
         self.loaded = None  # set while loading: see _load_from_state_dict
+        self.last_load = None  # what the last load did: see compare_loaded
 
     def forget(self, method: str) -> None:
         """Record that ``method`` is no longer applied (e.g. spectral, after folding)."""
@@ -241,36 +245,48 @@ def _reference(state: ConditioningState, loaded: Optional[dict], loaded_step: Op
     return ref, missing, words
 
 
+def compare_loaded(root: nn.Module, loaded: dict) -> dict:
+    """What a load did to ``root``'s function: ``trained`` (how the loaded weights were
+    trained, in words), ``applies`` (what the model applies), ``drift`` (relative output
+    change on a probe batch: 0.0 when they agree, None when unmeasurable), ``same``, and
+    ``message`` (the log line; None when they agree)."""
+    state = root.conditioning_state
+    ref, missing, trained = _reference(state, loaded['record'], loaded['step'])
+    now = state.strength()
+    ws = state.cfg.warm_start
+    applies = str(state.cfg) + (f' (warm start, α={now:.3g})' if ws else '')
+    same = not missing and set(ref) == set(state.cfg.methods()) and all(
+        a == now for a in ref.values())
+    out = dict(trained=trained, applies=applies, same=same, drift=0.0, message=None)
+    if same:
+        return out
+    out['drift'] = change = drift(root, ref)
+    what = 'its output changes' + ('' if change is None else
+                                   f' by {100 * change:.1f} % on a probe batch')
+    if missing:
+        what += f'; the checkpoint\'s {describe(missing)} is not applied here'
+    todo = (f'the warm start ramps α to 1 over {ws.iters} training forwards' if ws else
+            f'to keep the loaded function at step 0, add warm_start=dict(iters=N) to '
+            f'conditioning ({GUIDE})')
+    out['message'] = (f'{type(root).__name__}: loaded weights trained {trained} into a model '
+                      f'that applies {applies}: {what}; {todo}')
+    return out
+
+
 def _after_load(root: nn.Module, incompatible_keys) -> None:
-    """Load post-hook of a conditioned root: compare the loaded record, log one line."""
+    """Load post-hook of a conditioned root: our keys are never missing / unexpected; the
+    loaded record is compared (``conditioning_state.last_load``) and a difference logged."""
     state = root.conditioning_state
     loaded, state.loaded = state.loaded, None
     for keys in (incompatible_keys.missing_keys, incompatible_keys.unexpected_keys):
         keys[:] = [k for k in keys if not k.endswith(STATE_KEYS)]
     if loaded is None or not state.__dict__.pop('_weights_loaded', False):
         return  # a load that did not reach this root's weights
-    ref, missing, trained = _reference(state, loaded['record'], loaded['step'])
-    now = state.strength()
     if state.cfg.warm_start is not None:  # the α of the restored step, before any forward
-        _set_strength(root, {m: now for m in state.cfg.methods()})
-    if not missing and set(ref) == set(state.cfg.methods()) and all(
-            a == now for a in ref.values()):
-        return  # trained with what it applies, at the same strength
-    change = drift(root, ref)
-    name = type(root).__name__
-    applies = str(state.cfg) + (f' (warm start, α={now:.3g})' if state.cfg.warm_start else '')
-    what = f'its output changes by {100 * change:.1f} % on a probe batch' if change is not None \
-        else 'its output changes'
-    if missing:
-        what += f'; the checkpoint\'s {describe(missing)} is not applied here'
-    if state.cfg.warm_start is not None:
-        todo = (f'the warm start ramps α to 1 over {state.cfg.warm_start.iters} training '
-                f'forwards')
-    else:
-        todo = ('to keep the loaded function at step 0, add warm_start=dict(iters=N) to '
-                f'conditioning ({GUIDE})')
-    _log(f'{name}: loaded weights trained {trained} into a model that applies {applies}: '
-         f'{what}; {todo}')
+        _set_strength(root, {m: state.strength() for m in state.cfg.methods()})
+    state.last_load = compare_loaded(root, loaded)
+    if state.last_load['message']:
+        _log(state.last_load['message'])
 
 
 def _before_load(root, state_dict, prefix, *args) -> None:

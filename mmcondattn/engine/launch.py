@@ -15,8 +15,7 @@ import warnings
 from contextlib import contextmanager
 
 from mmcondattn.compat import setup_cpu_distributed
-from mmcondattn.errors import (UserError, exits_cleanly,  # noqa: F401  (the tools import them here)
-                               user_error_line)
+from mmcondattn.errors import UserError, exits_cleanly  # noqa: F401  (the tools import them here)
 
 
 def load_config(path, cfg_options=None):
@@ -83,41 +82,39 @@ def check_checkpoint(path):
     load_checkpoint_file(path, map_location='cpu')
 
 
-def _positive_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
-
-
-def _count(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0
-
-
-# runner settings that mmengine takes without a check (max_epochs=-1 trains nothing and
-# exits 0) or fails on late (val_interval=0 after the first epoch): key, test, what is valid
+# runner settings that mmengine and torch take unchecked (max_epochs=-1 trains nothing and
+# exits 0) or fail on late (val_interval=0 after the first epoch, weight_decay='big' at the
+# first step): key, the kind of number, the least valid value
 RUNNER_NUMBERS = (
-    ('train_cfg.max_epochs', _positive_int, 'a positive integer'),
-    ('train_cfg.max_iters', _positive_int, 'a positive integer'),
-    ('train_cfg.val_interval', _positive_int, 'a positive integer'),
-    ('train_cfg.val_begin', _count, 'an integer >= 0'),
-    ('train_dataloader.batch_size', _positive_int, 'a positive integer'),
-    ('train_dataloader.num_workers', _count, 'an integer >= 0'),
-    ('val_dataloader.batch_size', _positive_int, 'a positive integer'),
-    ('val_dataloader.num_workers', _count, 'an integer >= 0'),
-    ('test_dataloader.batch_size', _positive_int, 'a positive integer'),
-    ('test_dataloader.num_workers', _count, 'an integer >= 0'),
+    ('train_cfg.max_epochs', int, 1),
+    ('train_cfg.max_iters', int, 1),
+    ('train_cfg.val_interval', int, 1),
+    ('train_cfg.val_begin', int, 0),
+    ('optim_wrapper.optimizer.lr', float, 0),
+    ('optim_wrapper.optimizer.weight_decay', float, 0),
+    ('train_dataloader.batch_size', int, 1),
+    ('train_dataloader.num_workers', int, 0),
+    ('val_dataloader.batch_size', int, 1),
+    ('val_dataloader.num_workers', int, 0),
+    ('test_dataloader.batch_size', int, 1),
+    ('test_dataloader.num_workers', int, 0),
 )
 
 
 def check_runner_numbers(cfg, train: bool) -> None:
-    """Raise :class:`UserError` for the first setting of :data:`RUNNER_NUMBERS` (those the
-    run uses: training, or testing) that is given and not valid."""
-    for key, test, valid in RUNNER_NUMBERS:
-        if key.startswith(('train_', 'val_')) != train:
+    """Raise :class:`UserError` for the first setting of :data:`RUNNER_NUMBERS` that the run
+    uses (training, or testing), is given, and is not valid."""
+    for key, kind, least in RUNNER_NUMBERS:
+        if key.startswith(('train_', 'val_', 'optim_')) != train:
             continue
-        node = cfg
+        value = cfg
         for part in key.split('.'):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None and not test(node):
-            raise UserError(f'{key}={node!r} is not valid: it must be {valid}')
+            value = value.get(part) if hasattr(value, 'get') else None  # Config, dicts
+        number = numbers.Integral if kind is int else numbers.Real
+        if value is not None and not (isinstance(value, number) and not isinstance(value, bool)
+                                      and value >= least):
+            raise UserError(f'{key}={value!r} is not valid: it must be '
+                            f'{"an integer" if kind is int else "a number"} >= {least}')
 
 
 @contextmanager
@@ -151,6 +148,8 @@ def preflight(cfg, train: bool = True) -> None:
     """
     import torch
     from mmengine.registry import MODELS, DefaultScope
+
+    from mmcondattn.errors import user_error_line
 
     model_cfg = copy.deepcopy(cfg.get('model'))
     if not isinstance(model_cfg, dict):

@@ -144,3 +144,27 @@ def test_kappa_over_training_from_logs(tmp_path):
     assert {r['run'] for r in rows} == {'baseline', 'conditioned'}
     tok = plotted['cond/kappa_tokens']
     assert max(tok['conditioned'][1]) <= 2 + 1e-6 < min(tok['baseline'][1])
+
+
+@pytest.mark.slow
+def test_drift_of_unconditioned_weights_is_reported(tmp_path):
+    """A config with conditioning and a checkpoint trained without it: conditioning.md says
+    what the weights were trained with and how far the model as loaded moves their output."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    plain = cls_config(tmp_path / 'plain.py', 'vit')
+    init_default_scope('mmpretrain')
+    torch.manual_seed(5)
+    net = MODELS.build(Config.fromfile(plain).model)
+    torch.save({'state_dict': net.state_dict(), 'meta': {}}, tmp_path / 'plain.pth')
+    specs = [(name, cls_config(tmp_path / f'{name}.py', 'vit', cond), str(tmp_path / 'plain.pth'))
+             for name, cond in [('at once', dict(spectral=dict(mode='svd'))),
+                                ('warm', dict(spectral=dict(mode='svd'), warm_start=dict(iters=3)))]]
+    res = measure_models(specs, str(tmp_path / 'out'), num_images=2)
+    (name, at_once), = res['loads']['at once']
+    assert name == 'backbone' and at_once['trained'] == 'without conditioning (no record)'
+    assert at_once['drift'] > 0.01 and not at_once['same']
+    assert res['loads']['warm'][0][1]['drift'] == 0.0  # α = 0: the checkpoint's function
+    md = (tmp_path / 'out/conditioning.md').read_text()
+    assert "## Loaded weights against the model's conditioning" in md
+    assert f"{100 * at_once['drift']:.1f} %" in md and '| warm | backbone |' in md

@@ -348,7 +348,7 @@ def test_options_table_equals_options_py():
     table = _options_table()
     fields = {
         (name, f.name): f
-        for name, cls in O._METHODS.items()
+        for name, cls in O._OPTIONS.items()
         for f in dataclasses.fields(cls)
     }
     assert set(table) == set(fields), (f'in the table only: {sorted(set(table) - set(fields))}; '

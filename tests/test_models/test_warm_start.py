@@ -206,3 +206,31 @@ def test_mmengine_checkpoint_loading_logs_the_drift(tmp_path, log_lines):
                               init_cfg=dict(type='Pretrained', checkpoint=path)))
     model.init_weights()
     assert len([m for m in log_lines if 'without conditioning (no record)' in m]) == 1
+
+
+@pytest.mark.e2e
+def test_runner_resumes_the_ramp(tmp_path):
+    """mmengine's Runner: a run stopped mid-warm-up and resumed continues the ramp where it
+    stopped (step in the checkpoint), and ends at full strength."""
+    from cond_helpers import cls_config, train
+
+    from mmcondattn.datasets import make_imagenet_folder
+    data = make_imagenet_folder(
+        str(tmp_path / 'imnet'), num_train_per_class=4, num_val_per_class=1, img_size=32, seed=0)
+    cond = dict(precond=dict(), spectral=dict(lam=1.), warm_start=dict(iters=6))
+    cfg = cls_config(tmp_path / 'vit.py', 'vit', cond, data_root=data, hook_interval=None,
+                     max_iters=4)
+    runner = train(cfg, tmp_path / 'run', 'first')
+    state = runner.model.backbone.conditioning_state
+    assert int(state.step) == 4
+    from mmengine.config import Config
+    full = Config.fromfile(cfg)
+    full.train_cfg.max_iters = 8
+    full.resume, full.load_from = True, str(tmp_path / 'run/iter_4.pth')
+    full.work_dir, full.experiment_name = str(tmp_path / 'run'), 'resumed'
+    from mmengine.runner import Runner
+    resumed = Runner.from_cfg(full)
+    resumed.train()
+    state = resumed.model.backbone.conditioning_state
+    assert int(state.step) == 8 and state.strength() == 1
+    assert all(p.strength == 1 for p in conditioned_parts(resumed.model))

@@ -16,7 +16,7 @@ per-stage lists agree). Arguments a form does not take are left to
 """
 import inspect
 import numbers
-from typing import Any, Callable, Dict, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Tuple
 
 from mmdet.models.backbones import SwinTransformer as DetSwinTransformer
 from mmpretrain.models.backbones import SwinTransformer, VisionTransformer, XCiT
@@ -104,12 +104,22 @@ def _swin_stages(get: Get):
 # keyed by class name (looked up along the MRO: a user's subclass gets its parent's form)
 FORMS: Dict[str, Form] = {
     'ConditionedViT': Form(VisionTransformer, _vit_blocks, True, lambda n: n),
-    'ConditionedViTDet': Form(VisionTransformer, _vit_blocks, True, lambda n: n, patch_sizes=(16, 8)),
+    'ConditionedViTDet': Form(VisionTransformer, _vit_blocks, True, lambda n: n,
+                              patch_sizes=(16, 8)),
     'ConditionedSwin': Form(SwinTransformer, _swin_stages, False, lambda n: n - 1, staged=True),
     'ConditionedSwinDet': Form(DetSwinTransformer, _swin_stages, False, lambda n: n, staged=True),
     'ConditionedXCiT': Form(XCiT, _xcit_blocks, True, lambda n: n + 1, patch_sizes=(16, 8)),
     'ConditionedXCiTDet': Form(XCiT, _xcit_blocks, True, lambda n: n, patch_sizes=(16, 8),
-                               fixed=dict(cls_attn_layers=0)),
+                               fixed=dict(cls_attn_layers=0, out_type='featmap')),
+}  # yapf: disable
+
+
+# what an arch dict must set (check_arch says so when it lacks one)
+ARCH_KEYS = {
+    VisionTransformer: ('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels'),
+    SwinTransformer: ('embed_dims', 'depths', 'num_heads'),
+    DetSwinTransformer: ('embed_dims', 'depths', 'num_heads'),
+    XCiT: ('embed_dims', 'depth', 'num_heads'),
 }
 
 
@@ -160,8 +170,7 @@ def check_backbone_args(backbone, **args) -> None:
         raise BackboneConfigError(f'{owner}: {name}={value!r} is not valid: it must be {valid}')
 
     for name, (label, value) in known.items():
-        rule = STAGE_HEADS if name == 'num_heads' and form.staged else \
-            HEADS if name == 'num_heads' else RULES.get(name)
+        rule = _rule(form, name)
         if rule is not None and not rule.test(value):
             fail(label, value, rule.valid)
 
@@ -171,17 +180,31 @@ def check_backbone_args(backbone, **args) -> None:
         if name in form.fixed:
             return form.fixed[name]
         param = inspect.signature(form.stock.__init__).parameters.get(name)
-        if param is None:  # set by an arch that is neither preset nor complete dict:
-            raise _Unresolved  # check_arch says so
+        if param is None or isinstance(arch, dict) and name in ARCH_KEYS[form.stock]:
+            raise _Unresolved  # set by an arch that is no preset nor complete dict: check_arch
         return param.default
 
     def label(name):
         return known[name][0] if name in known else f'{name} (default)'
 
+    def seq(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    if any(k in settings and seq(settings[k][1]) != seq(v) for k, (_, v) in given.items()):
+        return  # arch and an explicit value disagree: resolve_arch says so
     try:
         _check_relations(owner, form, get, label, fail)
     except _Unresolved:
         pass
+
+
+def _rule(form: Form, name: str):
+    if name == 'num_heads':
+        return STAGE_HEADS if form.staged else HEADS
+    if name == 'patch_size' and form.patch_sizes:
+        sizes = form.patch_sizes
+        return Rule(lambda v: _int(v) and v in sizes, f'one of {list(sizes)}')
+    return RULES.get(name)
 
 
 class _Unresolved(Exception):
@@ -190,12 +213,15 @@ class _Unresolved(Exception):
 
 def _check_relations(owner: str, form: Form, get: Get, label, fail) -> None:
     patch = get('patch_size')
-    if form.patch_sizes and patch not in form.patch_sizes:
-        fail(label('patch_size'), patch, f'one of {list(form.patch_sizes)}')
     if form.stock is XCiT:  # the stock class divides the image into whole patches
         size = get('img_size')
         if any(s % patch for s in ((size, size) if _int(size) else size)):
             fail(label('img_size'), size, f'a multiple of patch_size={patch}')
+        if get('embed_dims') < patch // 2:  # its patch embedding's first conv: dims // (p / 2)
+            fail(
+                label('embed_dims'), get('embed_dims'),
+                f'at least {patch // 2} with patch_size={patch} (the convolutional patch '
+                f'embedding starts with embed_dims // {patch // 2} channels)')
     if form.staged:
         _check_stages(owner, get, label, is_det=form.stock is DetSwinTransformer)
     else:
@@ -245,6 +271,13 @@ def _check_indices(owner: str, form: Form, get: Get, fail) -> None:
                 not all(low <= i < n for i in indices):
             kind = 'an index or a list of indices' if form.negative else 'a list of indices'
             fail('out_indices', out, f'{kind} in [{low}, {n}) ({what})')
+        depth = get('depth') if form.stock is XCiT else 0
+        if depth and get('out_type') == 'cls_token' and \
+                any(i % n < depth for i in ([out] if _int(out) else out)):
+            fail(
+                'out_indices', out, f"indices of class-attention blocks, in [{depth}, {n}) or "
+                f"[{depth - n}, 0), with out_type='cls_token' (an XCA block has no class "
+                "token; or give out_type='featmap')")
     frozen = get('frozen_stages')
     top = form.frozen_max(n)
     if not (_int(frozen) and -1 <= frozen <= top):

@@ -82,8 +82,8 @@ class ConditionedViTDet(DropInBackbone, VisionTransformer):
                  pyramid_norm_cfg: dict = dict(type='BN'),
                  conditioning: Optional[dict] = None,
                  **kwargs):
-        check_backbone_args(self, arch=arch, patch_size=patch_size, out_indices=out_indices,
-                            **kwargs)
+        check_backbone_args(
+            self, arch=arch, patch_size=patch_size, out_indices=out_indices, **kwargs)
         owner = type(self).__name__
         check_arch(arch, self.arch_zoo, VIT_REQUIRED, owner)
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)

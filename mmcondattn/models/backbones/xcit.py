@@ -135,8 +135,13 @@ class ConditionedXCiTDet(DropInBackbone, XCiT):
                  frozen_stages: int = -1,
                  conditioning: Optional[dict] = None,
                  **kwargs):
-        check_backbone_args(self, arch=arch, patch_size=patch_size, out_indices=out_indices,
-                            frozen_stages=frozen_stages, **kwargs)
+        check_backbone_args(
+            self,
+            arch=arch,
+            patch_size=patch_size,
+            out_indices=out_indices,
+            frozen_stages=frozen_stages,
+            **kwargs)
         owner = type(self).__name__
         settings = resolve_arch(owner, arch, self.arch_zoo, kwargs, XCIT_ARCH_KEYS, XCIT_REQUIRED)
         depth = settings.get('depth', _stock_default(XCiT, 'depth'))
