@@ -255,8 +255,9 @@ def _bad_number(e: BaseException, located: _Located) -> Optional[str]:
         key, value = bad[0]
         at = f'{located.path}.{key}' if located.path else key
         default = params[key].default
-        return (f'{at}={value!r} is not a number: {cls.__name__} takes a number there' +
-                (f' (default {default!r})' if _is_number(default) else ''))
+        return (f'{at} must be a number' +
+                (f" ({cls.__name__}'s default: {default!r})" if _is_number(default) else '') +
+                f', got {value!r}')
     if isinstance(e, ValueError) and any(
             c.__module__.startswith('torch.optim') and c.__name__ == 'Optimizer'
             for c in getattr(cls, '__mro__', ())):

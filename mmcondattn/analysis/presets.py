@@ -20,6 +20,9 @@ PRESETS = {
     'precond': Preset(dict(precond=dict())),
     'spectral': Preset(dict(spectral=dict())),
     'spectral_folded': Preset(dict(spectral=dict()), fold=True),
+    # the paper's other readings (docs/methods.md, 'Which reading is which')
+    'spectral_per_head': Preset(dict(spectral=dict(layout='per_head'))),
+    'spectral_svd_every_step': Preset(dict(spectral=dict(mode='svd', update='every_step'))),
     'tokens': Preset(dict(tokens=dict())),
     'all': Preset(dict(precond=dict(), spectral=dict(), tokens=dict())),
 }

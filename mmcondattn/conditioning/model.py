@@ -146,7 +146,10 @@ def condition_attention_layer(layer: nn.Module,
     if cfg.precond is not None:
         _check_precond(layer, a)
     if cfg.spectral is not None:
-        setattr(layer, a.qkv, SpectralLinear.from_linear(getattr(layer, a.qkv), cfg.spectral))
+        setattr(
+            layer, a.qkv,
+            SpectralLinear.from_linear(
+                getattr(layer, a.qkv), cfg.spectral, num_heads=a.num_heads(layer)))
     if cfg.precond is not None:
         setattr(
             layer, a.proj,

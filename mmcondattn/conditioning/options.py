@@ -4,7 +4,8 @@ A config names any subset of the three methods, each with its options::
 
     conditioning = dict(
         precond=dict(eps=1e-6, scale=1., detach=True),              # 1. preconditioned attention
-        spectral=dict(mode='identity', lam=10., targets=('q', 'k', 'v')),  # 2. spectral Q/K/V
+        spectral=dict(mode='identity', lam=10., targets=('q', 'k', 'v'),  # 2. spectral Q/K/V
+                      layout='block', update='once'),
         tokens=dict(solver='auto', detach=True, position='before_pos_embed'),  # 3. tokens
         warm_start=dict(iters=1000))  # from weights trained without it: ramp 0 -> 1 (optional)
 
@@ -22,11 +23,14 @@ from typing import Any, Optional, Tuple
 __all__ = [
     'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg', 'WarmStartCfg',
     'ConditioningConfig',
-    'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS', 'TOKEN_SOLVERS', 'TOKEN_POSITIONS'
+    'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS', 'SPECTRAL_LAYOUTS',
+    'SPECTRAL_UPDATES', 'TOKEN_SOLVERS', 'TOKEN_POSITIONS'
 ]
 
 SPECTRAL_MODES = ('identity', 'svd')
 SPECTRAL_TARGETS = ('q', 'k', 'v')
+SPECTRAL_LAYOUTS = ('block', 'per_head')
+SPECTRAL_UPDATES = ('once', 'every_step')
 TOKEN_SOLVERS = ('auto', 'svd', 'gram', 'newton_schulz')
 TOKEN_POSITIONS = ('before_pos_embed', 'after_pos_embed')
 
@@ -52,11 +56,17 @@ class SpectralCfg:
     """Spectral Q/K/V conditioning: W ← W + C per targeted block of the fused qkv weight.
 
     mode ('identity' default: C = lam·I | 'svd': C = σ_max·U Vᵀ), lam (float, >= 0, default
-    10.0, identity mode only), targets (subset of ('q', 'k', 'v'), default all three).
+    10.0, identity mode only), targets (subset of ('q', 'k', 'v'), default all three),
+    layout ('block' default: C per D_out×D_in block, head h gets lam·x of its own channel
+    slice | 'per_head': C per head's d×D_in rows, every head gets lam·x[:d], the rectangular
+    λI_{D×d} per head), update ('once' default: C set at attach / init / stock load |
+    'every_step': svd only, C recomputed from the weights before every training forward).
     """
     mode: str = 'identity'
     lam: float = 10.0
     targets: Tuple[str, ...] = SPECTRAL_TARGETS
+    layout: str = 'block'
+    update: str = 'once'
 
 
 @dataclass(frozen=True)
@@ -209,7 +219,9 @@ _CHECKS = {
     dict(
         mode=lambda w, v: _check_choice(w, v, SPECTRAL_MODES),
         lam=lambda w, v: _check_number(w, v, 0., strict=False),
-        targets=_check_targets),
+        targets=_check_targets,
+        layout=lambda w, v: _check_choice(w, v, SPECTRAL_LAYOUTS),
+        update=lambda w, v: _check_choice(w, v, SPECTRAL_UPDATES)),
     TokensCfg:
     dict(
         solver=lambda w, v: _check_choice(w, v, TOKEN_SOLVERS),
@@ -219,6 +231,18 @@ _CHECKS = {
     WarmStartCfg:
     dict(iters=lambda w, v: _check_int(w, v, 1)),
 }
+
+
+def _check_spectral(where: str, cfg: SpectralCfg) -> None:
+    if cfg.update == 'every_step' and cfg.mode != 'svd':
+        raise ConditioningConfigError(
+            f"{where}: update='every_step' recomputes the svd correction from the weights, but "
+            f"mode={cfg.mode!r} (lam·I) does not depend on them; use mode='svd' or "
+            "update='once'")
+
+
+# checks across the options of one method: (where, parsed config) -> None
+_COMBINED = {SpectralCfg: _check_spectral}
 
 
 def _parse_method(name: str, value: Any):
@@ -240,7 +264,10 @@ def _parse_method(name: str, value: Any):
         if key not in checks:
             _fail(where, f'unknown option {key!r}', [f.name for f in fields(cls)], key)
         opts[key] = checks[key](f'{where}.{key}', v)
-    return cls(**opts)
+    parsed = cls(**opts)
+    if cls in _COMBINED:
+        _COMBINED[cls](where, parsed)
+    return parsed
 
 
 def parse_conditioning(cfg: Any = None) -> ConditioningConfig:

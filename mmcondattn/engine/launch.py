@@ -113,8 +113,8 @@ def check_runner_numbers(cfg, train: bool) -> None:
         number = numbers.Integral if kind is int else numbers.Real
         if value is not None and not (isinstance(value, number) and not isinstance(value, bool)
                                       and value >= least):
-            raise UserError(f'{key}={value!r} is not valid: it must be '
-                            f'{"an integer" if kind is int else "a number"} >= {least}')
+            raise UserError(f'{key} must be {"an integer" if kind is int else "a number"} '
+                            f'>= {least}, got {value!r}')
 
 
 @contextmanager

@@ -14,12 +14,20 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from mmcondattn.conditioning.state import ConditioningState
 from mmcondattn.models.attention import attention_layers
 from mmcondattn.models.probe import measure_conditioning, per_layer, summarize
 
 __all__ = ['ConditionMonitorHook']
 
 _DTYPES = {'float64': torch.float64, 'float32': torch.float32}
+
+
+def warm_start_strength(model) -> Optional[float]:
+    """α of the first warm-started conditioning in ``model`` (None: no warm start)."""
+    state = next((m for m in model.modules() if isinstance(m, ConditioningState)
+                  and m.cfg.warm_start is not None), None)
+    return None if state is None else state.strength()
 
 
 @HOOKS.register_module()
@@ -47,6 +55,8 @@ class ConditionMonitorHook(Hook):
       the visualizer's backends (``vis_data/scalars.json``, TensorBoard, ...);
     - with ``per_layer``, a second record ``cond_layers/<key>/<layer index>`` to the
       visualizer;
+    - ``cond/strength``: the warm start's α (the next training step's), for a model with
+      ``warm_start`` in its conditioning;
     - one summary line in the text log.
 
     Distributed runs: measured and logged on rank 0 only, on the unwrapped model (the probe
@@ -113,6 +123,9 @@ class ConditionMonitorHook(Hook):
         start = time.perf_counter()
         result = measure_conditioning(self._model(runner), self._probe, dtype=self.dtype)
         summary = {f'cond/{k}': v for k, v in summarize(result).items()}
+        alpha = warm_start_strength(self._model(runner))
+        if alpha is not None:
+            summary['cond/strength'] = alpha
         step = runner.iter
         for key, val in summary.items():
             runner.message_hub.update_scalar(key, val)
@@ -126,6 +139,7 @@ class ConditionMonitorHook(Hook):
         self._last_step = step
         s = summary
         tokens = f', κ(tokens) {s["cond/kappa_tokens"]:.3g}' if 'cond/kappa_tokens' in s else ''
+        tokens += f', warm start α {alpha:.3g}' if alpha is not None else ''
         runner.logger.info(
             f'conditioning at step {step} (layer mean / max): '
             f'κ(A) {s["cond/kappa_attn_mean"]:.3g} / {s["cond/kappa_attn_max"]:.3g}, '

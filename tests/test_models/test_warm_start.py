@@ -2,8 +2,10 @@
 load that differs from it, and the warm start (strength α ramped 0 -> 1), on the conditioned
 backbones of both registries (small models, CPU)."""
 import copy
+import functools
 import io
 import logging
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -29,6 +31,9 @@ FORMS = {
     'xcit-det': ('mmdet', dict(type='ConditionedXCiT', patch_size=8, out_indices=(0, 1, 2, 3),
                                arch=dict(embed_dims=32, depth=4, num_heads=2))),
     'vit-det': ('mmdet', {k: v for k, v in BACKBONES['vit'].items()}),
+    'swin-det': ('mmdet', dict(type='ConditionedSwin', embed_dims=16, depths=[1, 1],
+                               num_heads=[2, 2], strides=(4, 2), window_size=4, out_indices=(0, 1),
+                               pretrain_img_size=32)),
 }
 
 
@@ -73,9 +78,14 @@ def _train_forwards(model, n, x):
     model.eval()
 
 
-def _plain_state(form):
-    """A state dict trained without conditioning (stock keys, no record)."""
+@functools.lru_cache(maxsize=None)
+def _plain(form):
     return _build(form, seed=3).state_dict()
+
+
+def _plain_state(form):
+    """A state dict trained without conditioning (stock keys, no record); a fresh copy."""
+    return OrderedDict(_plain(form))
 
 
 # ------------------------------------------------------------------------ options
@@ -158,17 +168,20 @@ def test_strength_reaches_every_part():
 
 
 # ------------------------------------------------------------------------ the record
+@pytest.mark.parametrize('method', ['precond', 'spectral', 'tokens', 'all'])
 @pytest.mark.parametrize('form', list(FORMS))
-def test_unconditioned_weights_log_one_line_with_the_drift(form, log_lines):
-    model = _build(form, METHODS['spectral'])
+def test_unconditioned_weights_log_one_line_with_the_drift(form, method, log_lines):
+    model = _build(form, METHODS[method])
     res = model.load_state_dict(_plain_state(form), strict=False)
     assert not [k for k in res.missing_keys if k.endswith(STATE_KEYS)]
     lines = [m for m in log_lines if 'loaded weights trained' in m]
     assert len(lines) == 1, log_lines
-    assert 'without conditioning (no record)' in lines[0] and 'spectral' in lines[0]
+    assert 'without conditioning (no record)' in lines[0] and method.split('_')[0] in \
+        lines[0].replace('precond + spectral(lam=2.0) + tokens(solver=svd)', 'all')
     assert 'warm_start=dict(iters=N)' in lines[0]
     change = float(lines[0].split('changes by ')[1].split(' %')[0])
-    assert change > 1  # λ = 10 moves a trained function far
+    assert change == pytest.approx(100 * model.conditioning_state.last_load['drift'], abs=0.06)
+    assert change > 0.1  # every method moves a trained function
 
 
 def test_drift_is_zero_for_a_warm_start_at_step_0(log_lines):
@@ -218,11 +231,14 @@ def test_runner_resumes_the_ramp(tmp_path):
     data = make_imagenet_folder(
         str(tmp_path / 'imnet'), num_train_per_class=4, num_val_per_class=1, img_size=32, seed=0)
     cond = dict(precond=dict(), spectral=dict(lam=1.), warm_start=dict(iters=6))
-    cfg = cls_config(tmp_path / 'vit.py', 'vit', cond, data_root=data, hook_interval=None,
+    cfg = cls_config(tmp_path / 'vit.py', 'vit', cond, data_root=data, hook_interval=2,
                      max_iters=4)
     runner = train(cfg, tmp_path / 'run', 'first')
     state = runner.model.backbone.conditioning_state
     assert int(state.step) == 4
+    # ConditionMonitorHook logs α at steps 0, 2 and after the last
+    logged = list(runner.message_hub.get_scalar('cond/strength').data[0])
+    assert logged == pytest.approx([0, 2 / 6, 4 / 6])
     from mmengine.config import Config
     full = Config.fromfile(cfg)
     full.train_cfg.max_iters = 8

@@ -84,6 +84,7 @@ class Form(NamedTuple):
     staged: bool = False  # Swin: depths / num_heads per stage
     patch_sizes: Tuple[int, ...] = ()  # the only patch sizes it builds, if limited
     fixed: Dict[str, Any] = {}  # stock arguments this form always passes
+    out_count: int = 0  # the number of out_indices it needs, if fixed
 
 
 def _vit_blocks(get: Get):
@@ -110,7 +111,7 @@ FORMS: Dict[str, Form] = {
     'ConditionedSwinDet': Form(DetSwinTransformer, _swin_stages, False, lambda n: n, staged=True),
     'ConditionedXCiT': Form(XCiT, _xcit_blocks, True, lambda n: n + 1, patch_sizes=(16, 8)),
     'ConditionedXCiTDet': Form(XCiT, _xcit_blocks, True, lambda n: n, patch_sizes=(16, 8),
-                               fixed=dict(cls_attn_layers=0, out_type='featmap')),
+                               fixed=dict(cls_attn_layers=0, out_type='featmap'), out_count=4),
 }  # yapf: disable
 
 
@@ -167,7 +168,7 @@ def check_backbone_args(backbone, **args) -> None:
     known = {**settings, **given}  # explicit values win (a clash is resolve_arch's error)
 
     def fail(name, value, valid):
-        raise BackboneConfigError(f'{owner}: {name}={value!r} is not valid: it must be {valid}')
+        raise BackboneConfigError(f'{owner}: {name} must be {valid}, got {value!r}')
 
     for name, (label, value) in known.items():
         rule = _rule(form, name)
@@ -203,7 +204,7 @@ def _rule(form: Form, name: str):
         return STAGE_HEADS if form.staged else HEADS
     if name == 'patch_size' and form.patch_sizes:
         sizes = form.patch_sizes
-        return Rule(lambda v: _int(v) and v in sizes, f'one of {list(sizes)}')
+        return Rule(lambda v: _int(v) and v in sizes, ' or '.join(map(str, sizes)))
     return RULES.get(name)
 
 
@@ -232,11 +233,15 @@ def _check_relations(owner: str, form: Form, get: Get, label, fail) -> None:
 def _check_heads(owner: str, dims: int, heads: int, label) -> None:
     if dims % heads:
         lower = dims // heads * heads
-        near = ' or '.join(str(d) for d in (lower, lower + heads) if d > 0)
+        near_dims = ' or '.join(str(d) for d in (lower, lower + heads) if d > 0)
+        divisors = [d for d in range(1, dims + 1) if dims % d == 0]
+        near_heads = ' or '.join(
+            str(d) for d in (max(d for d in divisors if d < heads),
+                             min((d for d in divisors if d > heads), default=None)) if d)
         raise BackboneConfigError(
             f'{owner}: {label("embed_dims")}={dims} is not a multiple of '
             f'{label("num_heads")}={heads}: each head takes embed_dims / num_heads channels '
-            f'(valid near it: {near})')
+            f'(valid near it: embed_dims {near_dims}, or num_heads {near_heads})')
 
 
 def _check_stages(owner: str, get: Get, label, is_det: bool) -> None:
@@ -268,8 +273,10 @@ def _check_indices(owner: str, form: Form, get: Get, fail) -> None:
         low = -n if form.negative else 0
         indices = [out] if _int(out) and form.negative else out
         if not (isinstance(indices, (list, tuple)) and all(_int(i) for i in indices)) or \
-                not all(low <= i < n for i in indices):
-            kind = 'an index or a list of indices' if form.negative else 'a list of indices'
+                not all(low <= i < n for i in indices) or \
+                form.out_count and len(indices) != form.out_count:
+            kind = f'{form.out_count} block indices' if form.out_count else \
+                'an index or a list of indices' if form.negative else 'a list of indices'
             fail('out_indices', out, f'{kind} in [{low}, {n}) ({what})')
         depth = get('depth') if form.stock is XCiT else 0
         if depth and get('out_type') == 'cls_token' and \
