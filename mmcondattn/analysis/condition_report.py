@@ -150,7 +150,8 @@ def loads_section(loads) -> list:
         '', '## Loaded weights against the model\'s conditioning', '',
         'Relative change of the output on a probe batch (2 fixed random images) between the '
         'model as loaded and the function the weights were trained to compute.', '',
-        '| model | module | weights trained | model applies | output change |', '|---|---|---|---|---|'
+        '| model | module | weights trained | model applies | output change |',
+        '|---|---|---|---|---|'
     ]
     for label, name, r in rows:
         change = '–' if r['drift'] is None else f"{100 * r['drift']:.1f} %"

@@ -22,9 +22,8 @@ from typing import Any, Optional, Tuple
 
 __all__ = [
     'ConditioningConfigError', 'PrecondCfg', 'SpectralCfg', 'TokensCfg', 'WarmStartCfg',
-    'ConditioningConfig',
-    'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS', 'SPECTRAL_LAYOUTS',
-    'SPECTRAL_UPDATES', 'TOKEN_SOLVERS', 'TOKEN_POSITIONS'
+    'ConditioningConfig', 'parse_conditioning', 'SPECTRAL_MODES', 'SPECTRAL_TARGETS',
+    'SPECTRAL_LAYOUTS', 'SPECTRAL_UPDATES', 'TOKEN_SOLVERS', 'TOKEN_POSITIONS'
 ]
 
 SPECTRAL_MODES = ('identity', 'svd')
@@ -141,8 +140,8 @@ def describe(methods: dict) -> str:
     for name, opts in methods.items():
         default = asdict(_METHODS[name]())
         diff = {k: v for k, v in opts.items() if k in default and _plain(default[k]) != _plain(v)}
-        parts.append(name + ('(' + ', '.join(f'{k}={v}' for k, v in diff.items()) + ')'
-                             if diff else ''))
+        parts.append(name + ('(' + ', '.join(f'{k}={v}'
+                                             for k, v in diff.items()) + ')' if diff else ''))
     return ' + '.join(parts) or 'none'
 
 

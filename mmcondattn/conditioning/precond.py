@@ -213,13 +213,14 @@ class PreconditionedLinear(nn.Linear):
         p = self.precond
         if self.strength == 0:  # a warm start's first step: the stock projection
             return F.linear(x, self.weight, self.bias)
-        if p.detach and self.strength == 1:  # the default: saves x, not C·x (see _PreconditionedProjection)
+        if p.detach and self.strength == 1:  # default: saves x, not C·x (_PreconditionedProjection)
             args = (x, self.weight, self.bias, self.num_heads, p.eps, p.scale)
             if needs_autograd(*args[:3]):
                 return _PreconditionedProjection.apply(*args)
             return _project(*args)  # nothing to differentiate: no autograd.Function
         heads = x.unflatten(-1, (self.num_heads, -1))  # (..., N, heads, d)
-        x = precondition(heads, p.eps, p.scale, p.detach, self.strength).flatten(-2)  # (..., N, heads·d)
+        x = precondition(heads, p.eps, p.scale, p.detach, self.strength)
+        x = x.flatten(-2)  # (..., N, heads·d)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:

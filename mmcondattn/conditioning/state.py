@@ -50,8 +50,11 @@ __all__ = [
 # the state-dict keys a conditioned root adds (besides spectral's ``*.qkv.correction``)
 STATE_KEYS = ('conditioning_state.record', 'conditioning_state.step')
 # the method each kind of part belongs to
-_PART_METHOD = {PreconditionedLinear: 'precond', SpectralLinear: 'spectral',
-                TokenConditioner: 'tokens'}
+_PART_METHOD = {
+    PreconditionedLinear: 'precond',
+    SpectralLinear: 'spectral',
+    TokenConditioner: 'tokens'
+}
 GUIDE = "docs/get_started.md, 'Starting from a public checkpoint'"
 
 
@@ -255,8 +258,8 @@ def compare_loaded(root: nn.Module, loaded: dict) -> dict:
     now = state.strength()
     ws = state.cfg.warm_start
     applies = str(state.cfg) + (f' (warm start, α={now:.3g})' if ws else '')
-    same = not missing and set(ref) == set(state.cfg.methods()) and all(
-        a == now for a in ref.values())
+    same = not missing and set(ref) == set(state.cfg.methods()) and all(a == now
+                                                                        for a in ref.values())
     out = dict(trained=trained, applies=applies, same=same, drift=0.0, message=None)
     if same:
         return out
@@ -265,8 +268,8 @@ def compare_loaded(root: nn.Module, loaded: dict) -> dict:
                                    f' by {100 * change:.1f} % on a probe batch')
     if missing:
         what += f'; the checkpoint\'s {describe(missing)} is not applied here'
-    todo = (f'the warm start ramps α to 1 over {ws.iters} training forwards' if ws else
-            f'to keep the loaded function at step 0, add warm_start=dict(iters=N) to '
+    todo = (f'the warm start ramps α to 1 over {ws.iters} training forwards'
+            if ws else f'to keep the loaded function at step 0, add warm_start=dict(iters=N) to '
             f'conditioning ({GUIDE})')
     out['message'] = (f'{type(root).__name__}: loaded weights trained {trained} into a model '
                       f'that applies {applies}: {what}; {todo}')

@@ -25,8 +25,8 @@ _DTYPES = {'float64': torch.float64, 'float32': torch.float32}
 
 def warm_start_strength(model) -> Optional[float]:
     """α of the first warm-started conditioning in ``model`` (None: no warm start)."""
-    state = next((m for m in model.modules() if isinstance(m, ConditioningState)
-                  and m.cfg.warm_start is not None), None)
+    state = next((m for m in model.modules()
+                  if isinstance(m, ConditioningState) and m.cfg.warm_start is not None), None)
     return None if state is None else state.strength()
 
 

@@ -157,9 +157,10 @@ def test_drift_of_unconditioned_weights_is_reported(tmp_path):
     torch.manual_seed(5)
     net = MODELS.build(Config.fromfile(plain).model)
     torch.save({'state_dict': net.state_dict(), 'meta': {}}, tmp_path / 'plain.pth')
-    specs = [(name, cls_config(tmp_path / f'{name}.py', 'vit', cond), str(tmp_path / 'plain.pth'))
-             for name, cond in [('at once', dict(spectral=dict(mode='svd'))),
-                                ('warm', dict(spectral=dict(mode='svd'), warm_start=dict(iters=3)))]]
+    svd = dict(spectral=dict(mode='svd'))
+    starts = [('at once', svd), ('warm', dict(svd, warm_start=dict(iters=3)))]
+    ckpt = str(tmp_path / 'plain.pth')
+    specs = [(n, cls_config(tmp_path / f'{n}.py', 'vit', cond), ckpt) for n, cond in starts]
     res = measure_models(specs, str(tmp_path / 'out'), num_images=2)
     (name, at_once), = res['loads']['at once']
     assert name == 'backbone' and at_once['trained'] == 'without conditioning (no record)'

@@ -221,7 +221,8 @@ def test_timm_twins_share_weights_and_condition_only_attention():
         ref = build_timm(family, (64, 96), tiny=True)
         psd, csd = plain.state_dict(), cond.state_dict()
         assert set(csd) - set(psd) and all(
-            k.endswith(('qkv.correction', 'conditioning_state.record')) for k in set(csd) - set(psd))
+            k.endswith(('qkv.correction', 'conditioning_state.record'))
+            for k in set(csd) - set(psd))
         assert all(torch.equal(psd[k], csd[k]) for k in psd)
         assert any(isinstance(m, PreconditionedLinear) for m in cond.modules())
         assert any(isinstance(m, SpectralLinear) for m in cond.modules())

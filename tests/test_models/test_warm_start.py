@@ -12,9 +12,9 @@ import torch
 from cond_helpers import BACKBONES, build
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
-from mmcondattn.conditioning import (ConditioningConfigError, PreconditionedLinear,
-                                     SpectralLinear, TokenConditioner, fold_conditioning,
-                                     parse_conditioning, precondition)
+from mmcondattn.conditioning import (ConditioningConfigError, PreconditionedLinear, SpectralLinear,
+                                     TokenConditioner, fold_conditioning, parse_conditioning,
+                                     precondition)
 from mmcondattn.conditioning.state import STATE_KEYS, conditioned_parts
 
 METHODS = {
@@ -28,12 +28,26 @@ FORMS = {
     'vit-cls': ('mmpretrain', BACKBONES['vit']),
     'swin-cls': ('mmpretrain', BACKBONES['swin']),
     'xcit-cls': ('mmpretrain', BACKBONES['xcit']),
-    'xcit-det': ('mmdet', dict(type='ConditionedXCiT', patch_size=8, out_indices=(0, 1, 2, 3),
-                               arch=dict(embed_dims=32, depth=4, num_heads=2))),
-    'vit-det': ('mmdet', {k: v for k, v in BACKBONES['vit'].items()}),
-    'swin-det': ('mmdet', dict(type='ConditionedSwin', embed_dims=16, depths=[1, 1],
-                               num_heads=[2, 2], strides=(4, 2), window_size=4, out_indices=(0, 1),
-                               pretrain_img_size=32)),
+    'xcit-det': ('mmdet',
+                 dict(
+                     type='ConditionedXCiT',
+                     patch_size=8,
+                     out_indices=(0, 1, 2, 3),
+                     arch=dict(embed_dims=32, depth=4, num_heads=2))),
+    'vit-det': ('mmdet', {
+        k: v
+        for k, v in BACKBONES['vit'].items()
+    }),
+    'swin-det': ('mmdet',
+                 dict(
+                     type='ConditionedSwin',
+                     embed_dims=16,
+                     depths=[1, 1],
+                     num_heads=[2, 2],
+                     strides=(4, 2),
+                     window_size=4,
+                     out_indices=(0, 1),
+                     pretrain_img_size=32)),
 }
 
 
@@ -215,8 +229,11 @@ def test_mmengine_checkpoint_loading_logs_the_drift(tmp_path, log_lines):
     path = str(tmp_path / 'plain.pth')
     torch.save(dict(state_dict=_plain_state('swin-cls')), path)
     scope, cfg = FORMS['swin-cls']
-    model = build(scope, dict(cfg, conditioning=METHODS['precond'],
-                              init_cfg=dict(type='Pretrained', checkpoint=path)))
+    model = build(
+        scope,
+        dict(
+            cfg, conditioning=METHODS['precond'], init_cfg=dict(type='Pretrained',
+                                                                checkpoint=path)))
     model.init_weights()
     assert len([m for m in log_lines if 'without conditioning (no record)' in m]) == 1
 
@@ -231,8 +248,7 @@ def test_runner_resumes_the_ramp(tmp_path):
     data = make_imagenet_folder(
         str(tmp_path / 'imnet'), num_train_per_class=4, num_val_per_class=1, img_size=32, seed=0)
     cond = dict(precond=dict(), spectral=dict(lam=1.), warm_start=dict(iters=6))
-    cfg = cls_config(tmp_path / 'vit.py', 'vit', cond, data_root=data, hook_interval=2,
-                     max_iters=4)
+    cfg = cls_config(tmp_path / 'vit.py', 'vit', cond, data_root=data, hook_interval=2, max_iters=4)
     runner = train(cfg, tmp_path / 'run', 'first')
     state = runner.model.backbone.conditioning_state
     assert int(state.step) == 4

@@ -191,8 +191,8 @@ def at_load(name, family, data, checkpoint, conditioning, args):
         with open(path) as f:
             return json.load(f)['top1']
     work_dir = osp.join(args.out_dir, 'at_load', name)
-    cfg = _config(family, dict(train=data, val=data, test=data), 1, 8, 0, work_dir,
-                  conditioning, args)
+    cfg = _config(family, dict(train=data, val=data, test=data), 1, 8, 0, work_dir, conditioning,
+                  args)
     cfg.load_from = checkpoint
     runner = _runner(cfg)
     with open(os.devnull, 'w') as out, contextlib.redirect_stdout(out):
@@ -206,8 +206,7 @@ def at_load(name, family, data, checkpoint, conditioning, args):
 
 # --- the plan ------------------------------------------------------------------------------
 def method_cfg(method, lam=None):
-    return dict(spectral=dict(lam=lam)) if method == 'spectral' else copy.deepcopy(
-        METHODS[method])
+    return dict(spectral=dict(lam=lam)) if method == 'spectral' else copy.deepcopy(METHODS[method])
 
 
 def pretrain(family, cond_name, conditioning, seed, root, args):
@@ -249,17 +248,24 @@ def run(args):
     root = make_tasks(args.fmnist_root, args.out_dir, args.val)
     rows = []
     for family in args.families:
-        lams = {s: best_lam(family, s, root, args) for s in STARTS[1:]
-                } if 'spectral' in args.methods else {}
+        lams = {
+            s: best_lam(family, s, root, args)
+            for s in STARTS[1:]
+        } if 'spectral' in args.methods else {}
         for seed in args.seeds:
-            rows.append(dict(family=family, start='plain', method='-', seed=seed,
-                             **finetune(family, 'plain', None, None, seed, root, args)))
+            rows.append(
+                dict(
+                    family=family,
+                    start='plain',
+                    method='-',
+                    seed=seed,
+                    **finetune(family, 'plain', None, None, seed, root, args)))
             for method in args.methods:
                 for start in STARTS[1:]:
                     lam = lams.get(start) if method == 'spectral' else None
                     rec = finetune(family, start, method, lam, seed, root, args)
-                    rows.append(dict(family=family, start=start, method=method, seed=seed,
-                                     lam=lam, **rec))
+                    rows.append(
+                        dict(family=family, start=start, method=method, seed=seed, lam=lam, **rec))
         plain = pretrain(family, 'plain', {}, args.seeds[0], root, args)
         for method in args.methods:
             for start in ('at_once', 'warm'):
@@ -270,9 +276,13 @@ def run(args):
                 top1 = at_load(f'{family}_{method}_{start}', family, osp.join(root, 'a'),
                                plain['checkpoint'], cond, args)
                 rows.append(dict(family=family, start=start, method=method, at_load=top1))
-        rows.append(dict(family=family, start='plain', method='-',
-                         at_load=at_load(f'{family}_plain', family, osp.join(root, 'a'),
-                                         plain['checkpoint'], {}, args)))
+        rows.append(
+            dict(
+                family=family,
+                start='plain',
+                method='-',
+                at_load=at_load(f'{family}_plain', family, osp.join(root, 'a'), plain['checkpoint'],
+                                {}, args)))
     return rows
 
 
@@ -323,13 +333,15 @@ def plot(rows, args):
     plt = pyplot()
     paths = []
     for family in args.families:
-        fig, axes = plt.subplots(1, len(args.methods), figsize=(4 * len(args.methods), 3.2),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(args.methods), figsize=(4 * len(args.methods), 3.2), squeeze=False)
         for ax, method in zip(axes[0], args.methods):
             for start in STARTS:
                 m = '-' if start == 'plain' else method
-                rs = [r for r in rows if (r['family'], r['start'], r['method']) == (family, start,
-                                                                                    m) and 'curve' in r]
+                rs = [
+                    r for r in rows
+                    if (r['family'], r['start'], r['method']) == (family, start, m) and 'curve' in r
+                ]
                 if rs:
                     ys = np.mean([[v for _, v in r['curve']] for r in rs], axis=0)
                     ax.plot(range(1, len(ys) + 1), ys, marker='o', label=start)
@@ -376,8 +388,12 @@ def parse_args(argv=None):
     p.add_argument('--families', nargs='+', default=list(FAMILIES), choices=FAMILIES)
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     p.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-    p.add_argument('--lams', nargs='+', type=float, default=[1., 10.],
-                   help='spectral λ candidates, chosen on the validation split')
+    p.add_argument(
+        '--lams',
+        nargs='+',
+        type=float,
+        default=[1., 10.],
+        help='spectral λ candidates, chosen on the validation split')
     p.add_argument('--pretrain-epochs', type=int, default=5)
     p.add_argument('--pretrain-train', type=int, default=2000)
     p.add_argument('--finetune-epochs', type=int, default=3)

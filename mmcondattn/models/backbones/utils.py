@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
-from mmcondattn.conditioning import (ConditioningConfig, PatchTokenConditioning,
-                                     condition_model, parse_conditioning)
+from mmcondattn.conditioning import (ConditioningConfig, PatchTokenConditioning, condition_model,
+                                     parse_conditioning)
 from mmcondattn.converters.classifier_to_detector import drop_classification_keys
 
 __all__ = [
@@ -203,8 +203,8 @@ def attach_conditioning(backbone: nn.Module,
     condition_model(backbone, cfg)
     backbone.conditioning = cfg
     backbone.num_conditioned_attention = sum(
-        1 for m in backbone.modules() if isinstance(getattr(m, 'conditioning', None),
-                                                    ConditioningConfig) and m is not backbone)
+        1 for m in backbone.modules()
+        if isinstance(getattr(m, 'conditioning', None), ConditioningConfig) and m is not backbone)
     return cfg
 
 

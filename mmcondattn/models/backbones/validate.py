@@ -9,8 +9,9 @@ what is valid (``tools/train.py`` / ``tools/test.py`` print it as one line).
 Table-driven: :data:`RULES` says what each argument may be, in every form that takes it;
 :data:`FORMS` what differs between the forms (the stock class, whose defaults stand for what
 is not given; what ``out_indices`` counts; the range of ``frozen_stages``; the patch sizes
-the form builds); two relations hold between arguments (heads divide the channels; Swin's
-per-stage lists agree). Arguments a form does not take are left to
+the form builds); then the relations between arguments (heads divide the channels, Swin's
+per-stage lists agree, XCiT's patch embedding and class-token outputs). Arguments a form does
+not take are left to
 :func:`~.utils.check_kwargs`, an ``arch`` that is no preset nor dict to
 :func:`~.utils.check_arch`.
 """
