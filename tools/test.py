@@ -51,7 +51,7 @@ def main(argv=None):
     check_data(cfg, ('test_dataloader', ))
     cfg.load_from = args.checkpoint
     notes = []
-    prepare_launch(cfg, args.launcher, notes)
+    prepare_launch(cfg, args.launcher, notes, train=False)
     runner = Runner.from_cfg(cfg)
     for note in notes:
         runner.logger.info(note)

@@ -65,7 +65,7 @@ def main(argv=None):
     check_work_dir(cfg.work_dir, cfg.get('resume', False))
     check_data(cfg, ('train_dataloader', 'val_dataloader'))
     notes = []
-    prepare_launch(cfg, args.launcher, notes)
+    prepare_launch(cfg, args.launcher, notes, train=True)
     runner = Runner.from_cfg(cfg)
     for note in notes:
         runner.logger.info(note)

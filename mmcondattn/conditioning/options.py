@@ -98,6 +98,9 @@ class WarmStartCfg:
 
 
 _METHODS = {'precond': PrecondCfg, 'spectral': SpectralCfg, 'tokens': TokensCfg}
+# options added after conditioning records began (.state): left out of to_dict() at their
+# default, so that the record of a model that does not use them reads as before
+_LATER_OPTIONS = {'spectral': ('layout', 'update')}
 _OPTIONS = dict(_METHODS, warm_start=WarmStartCfg)  # the methods and the warm start
 
 
@@ -120,8 +123,12 @@ class ConditioningConfig:
         return self.precond is not None or self.spectral is not None
 
     def to_dict(self) -> dict:
-        """The config back as a plain dict (what is off is left out)."""
-        return {k: asdict(v) for k, v in ((n, getattr(self, n)) for n in _OPTIONS) if v is not None}
+        """The config back as a plain dict (what is off is left out, and so are the spectral
+        ``layout`` / ``update`` at their defaults: records written before them still match)."""
+        return {
+            k: _without_later_defaults(k, v)
+            for k, v in ((n, getattr(self, n)) for n in _OPTIONS) if v is not None
+        }
 
     def methods(self) -> dict:
         """The methods that are on, as a plain dict (no warm start): what weights trained
@@ -131,6 +138,14 @@ class ConditioningConfig:
     def __str__(self) -> str:
         """'precond + spectral(mode=identity, lam=10.0)' style summary ('none' when off)."""
         return describe(self.methods())
+
+
+def _without_later_defaults(name: str, cfg) -> dict:
+    opts = asdict(cfg)
+    for key in _LATER_OPTIONS.get(name, ()):
+        if opts[key] == getattr(type(cfg), key):  # the dataclass default
+            del opts[key]
+    return opts
 
 
 def describe(methods: dict) -> str:

@@ -53,8 +53,9 @@ def _correction(weight: torch.Tensor, cfg: SpectralCfg, heads: int) -> torch.Ten
     blocks = weight.detach().chunk(len(SPECTRAL_TARGETS), dim=0)  # 3 × (D_out, D_in)
     with torch.autocast(weight.device.type, enabled=False):
         corr = [
-            _block_correction(b, cfg.mode, cfg.lam, heads) if t in cfg.targets else
-            torch.zeros_like(b, dtype=torch.float64) for t, b in zip(SPECTRAL_TARGETS, blocks)
+            _block_correction(b, cfg.mode, cfg.lam, heads)
+            if t in cfg.targets else torch.zeros_like(b, dtype=torch.float64)
+            for t, b in zip(SPECTRAL_TARGETS, blocks)
         ]
     return torch.cat(corr, dim=0).to(weight.dtype)
 
@@ -78,9 +79,8 @@ def spectral_correction(weight: torch.Tensor,
     change C (accepted so that a config's options can be passed as they are).
     """
     cfg = parse_conditioning(
-        dict(
-            spectral=dict(
-                mode=mode, lam=lam, targets=targets, layout=layout, update=update))).spectral
+        dict(spectral=dict(mode=mode, lam=lam, targets=targets, layout=layout,
+                           update=update))).spectral
     if weight.dim() != 2 or weight.shape[0] % len(SPECTRAL_TARGETS):
         raise ValueError(f'expected a fused qkv weight (3*D_out, D_in), got {tuple(weight.shape)}')
     heads = _groups(cfg, num_heads)
@@ -90,8 +90,7 @@ def spectral_correction(weight: torch.Tensor,
     return _correction(weight, cfg, heads)
 
 
-def _identity_corrected(x, weight, bias, lam: float, blocks: Tuple[int, ...], heads: int,
-                        d: int):
+def _identity_corrected(x, weight, bias, lam: float, blocks: Tuple[int, ...], heads: int, d: int):
     """y = x Wᵀ + b, then y_{t,h}[..., :k] += lam · x[..., :k] in place for each targeted
     block t of the 3 output blocks and each of its ``heads`` groups of d rows (k = min(d, D_in);
     heads = 1, d = D_out: the block layout); no autograd."""
@@ -251,8 +250,8 @@ class SpectralLinear(nn.Linear):
             return F.linear(x, self.weight, self.bias)
         if s.mode == 'svd':
             return F.linear(x, self.effective_weight(), self.bias)
-        args = (x, self.weight, self.bias, s.lam * self.strength,
-                tuple(SPECTRAL_TARGETS.index(t) for t in s.targets), self.groups,
+        blocks = tuple(SPECTRAL_TARGETS.index(t) for t in s.targets)
+        args = (x, self.weight, self.bias, s.lam * self.strength, blocks, self.groups,
                 self.block // self.groups)
         if needs_autograd(*args[:3]):
             return _IdentityCorrectedLinear.apply(*args)

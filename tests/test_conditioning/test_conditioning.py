@@ -284,7 +284,7 @@ def test_gram_and_newton_schulz_tokens_bound_kappa_by_two(solver, shape, kappa):
 def test_gram_hands_only_rank_deficient_images_to_svd(shape):
     """A batch of a rank-deficient image (like Swin's 48→96 patch embedding) and a full-rank
     one: both reach κ <= 2; the full-rank one keeps its own float32 Gram result."""
-    from mmcondattn.conditioning.tokens import _correction_gram
+    from mmcondattn.conditioning.token_solvers import correction_gram as _correction_gram
     full = ill_conditioned(*shape, 10, seed=1)
     x = torch.stack([ill_conditioned(*shape, 1e2, rank=8), full])
     c = token_correction(x, 'gram')
@@ -298,21 +298,21 @@ def test_gram_hands_only_rank_deficient_images_to_svd(shape):
 def test_gram_uses_float32_only_where_its_eigenvalue_ratio_allows(kappa, precision):
     """κ(X) = 10: the float32 Gram result (ratio 1e-2 >= 1e-3); 1e2: float64 (ratio 1e-4);
     1e8: svd. Each stays within 1e-4 of the exact κ(X + C) = 2 / (1 + 1/κ(X))."""
-    from mmcondattn.conditioning import tokens
+    from mmcondattn.conditioning import token_solvers as tokens
     x = ill_conditioned(400, 48, kappa, seed=2)
     c = token_correction(x, 'gram')
     want = {
         torch.float32: lambda: tokens._gram_apply(x,
                                                   *tokens._gram_eig(x)[:2]),
-        torch.float64: lambda: tokens._correction_gram64(x),
-        None: lambda: tokens._correction_svd(x)
+        torch.float64: lambda: tokens.correction_gram64(x),
+        None: lambda: tokens.correction_svd(x)
     }[precision]()
     assert torch.equal(c, want)
     assert condition_number(x + c) <= min(2 / (1 + 1 / kappa) + 1e-4, 2 + 1e-3)
 
 
 def test_auto_solver_is_gram_on_cpu_and_newton_schulz_on_gpus():
-    from mmcondattn.conditioning.tokens import resolve_solver
+    from mmcondattn.conditioning.token_solvers import resolve_solver
     assert resolve_solver('auto', torch.device('cpu')) == 'gram'
     assert resolve_solver('auto', 'cuda') == resolve_solver('newton_schulz', 'cpu')
     assert resolve_solver('auto', 'cuda') == 'newton_schulz'
@@ -324,7 +324,7 @@ def test_newton_schulz_schedule_converges_for_kappa_up_to_1e4():
     """The scalar map of the default 10 quintic steps, which is what they do to each singular
     value s of X / σ_max: |p(s) - 1| <= 1e-5 on [1e-4, 1.05] (σ_max may be underestimated
     a little), and s + p(s) within a factor 2 + 1e-4; the cubic iteration needs 26 steps."""
-    from mmcondattn.conditioning.tokens import ns_schedule
+    from mmcondattn.conditioning.token_solvers import ns_schedule
     s = torch.cat([
         torch.logspace(-4, 0, 2000, dtype=torch.float64),
         torch.linspace(1, 1.05, 50, dtype=torch.float64)
@@ -344,7 +344,7 @@ def test_newton_schulz_schedule_converges_for_kappa_up_to_1e4():
 def test_newton_schulz_hands_unconverged_images_to_svd():
     """A rank-deficient image (‖YᵀY − I‖ ≈ 1) goes to svd and reaches κ <= 2; the full-rank
     image of the batch keeps the Newton-Schulz result."""
-    from mmcondattn.conditioning.tokens import _newton_schulz_polar
+    from mmcondattn.conditioning.token_solvers import _newton_schulz_polar
     full = ill_conditioned(48, 16, 1e2, seed=1)
     x = torch.stack([ill_conditioned(48, 16, 1e2, rank=8), full])
     c = token_correction(x, 'newton_schulz')

@@ -52,6 +52,12 @@ def test_defaults_unchanged_and_choices_exported():
     assert (s.layout, s.update) == ('block', 'once')
     assert SPECTRAL_LAYOUTS == ('block', 'per_head') and SPECTRAL_UPDATES == ('once', 'every_step')
     assert describe(parse_conditioning(dict(spectral=dict())).methods()) == 'spectral'
+    # the conditioning record (.state) of a default model reads as before these options
+    assert parse_conditioning(dict(spectral=dict(layout='block', update='once'))).methods() == \
+        dict(spectral=dict(mode='identity', lam=10.0, targets=('q', 'k', 'v')))
+    per_head = parse_conditioning(dict(spectral=dict(layout='per_head')))
+    assert per_head.methods()['spectral']['layout'] == 'per_head'
+    assert parse_conditioning(per_head.to_dict()) == per_head
     assert str(parse_conditioning(dict(spectral=dict(layout='per_head')))) == \
         'spectral(layout=per_head)'
 
@@ -99,7 +105,8 @@ def test_condition_attention_layer_passes_the_heads():
 
         def __init__(self):
             super().__init__()
-            self.num_heads, self.qkv, self.proj = HEADS, nn.Linear(8, 3 * D_OUT), nn.Linear(D_OUT, 8)
+            self.num_heads = HEADS
+            self.qkv, self.proj = nn.Linear(8, 3 * D_OUT), nn.Linear(D_OUT, 8)
 
     layer = Attn()
     condition_attention_layer(layer, dict(spectral=dict(layout='per_head', lam=2.)),
@@ -111,8 +118,8 @@ def test_condition_attention_layer_passes_the_heads():
 # --- per_head -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('d_in,targets', [(16, ('q', 'k', 'v')), (16, ('k', )),
-                                          (2, ('q', 'v')), (3, ('q', 'k', 'v'))])
+@pytest.mark.parametrize('d_in,targets', [(16, ('q', 'k', 'v')), (16, ('k', )), (2, ('q', 'v')),
+                                          (3, ('q', 'k', 'v'))])
 @pytest.mark.parametrize('strength', [1.0, 0.5])
 def test_per_head_identity_equals_the_explicit_form_forward_and_backward(d_in, targets, strength):
     torch.manual_seed(1)
@@ -121,8 +128,8 @@ def test_per_head_identity_equals_the_explicit_form_forward_and_backward(d_in, t
     sl.strength = strength
     c = per_head_identity(d_in, 3., targets)
     torch.testing.assert_close(sl.correction, c, rtol=0, atol=0)
-    torch.testing.assert_close(spectral_correction(lin.weight, 'identity', 3., targets,
-                                                   'per_head', num_heads=HEADS), c)
+    torch.testing.assert_close(
+        spectral_correction(lin.weight, 'identity', 3., targets, 'per_head', num_heads=HEADS), c)
     x = torch.randn(2, 5, d_in, requires_grad=True)
     up = torch.randn(2, 5, 3 * D_OUT)
     out = sl(x)
@@ -149,19 +156,22 @@ def test_per_head_svd_bounds_kappa_by_two_per_head():
     assert (condition_number(heads) <= 2 + 1e-5).all()
     for h in range(3 * HEADS):  # σ_max(W_h)·U_h V_hᵀ, head by head
         u, s, vh = torch.linalg.svd(w.double().view(3 * HEADS, D_HEAD, 16)[h], full_matrices=False)
-        torch.testing.assert_close(sl.correction.view(3 * HEADS, D_HEAD, 16)[h],
-                                   (s[0] * u @ vh).float())
+        torch.testing.assert_close(
+            sl.correction.view(3 * HEADS, D_HEAD, 16)[h], (s[0] * u @ vh).float())
     x = torch.randn(3, 16)
     torch.testing.assert_close(sl(x), F.linear(x, w + sl.correction, lin.bias))
 
 
-@pytest.mark.parametrize('spectral', [dict(layout='per_head', lam=2.),
-                                      dict(mode='svd', layout='per_head'),
-                                      dict(mode='svd', layout='per_head', update='every_step')])
+@pytest.mark.parametrize('spectral', [
+    dict(layout='per_head', lam=2.),
+    dict(mode='svd', layout='per_head'),
+    dict(mode='svd', layout='per_head', update='every_step')
+])
 def test_per_head_folds_at_half_strength(spectral):
     torch.manual_seed(2)
-    model = nn.Sequential(SpectralLinear(8, 3 * D_OUT, spectral=spectral, num_heads=HEADS),
-                          nn.GELU(), nn.Linear(3 * D_OUT, 8)).eval()
+    model = nn.Sequential(
+        SpectralLinear(8, 3 * D_OUT, spectral=spectral, num_heads=HEADS), nn.GELU(),
+        nn.Linear(3 * D_OUT, 8)).eval()
     model[0].strength = 0.5
     x = torch.randn(3, 4, 8)
     with torch.no_grad():
@@ -174,9 +184,11 @@ def test_per_head_folds_at_half_strength(spectral):
         torch.testing.assert_close(folded[0].weight, model[0].weight + 0.5 * c)
 
 
-@pytest.mark.parametrize('spectral', [dict(layout='per_head'),
-                                      dict(mode='svd', layout='per_head', update='every_step'),
-                                      dict(mode='svd', update='every_step')])
+@pytest.mark.parametrize('spectral', [
+    dict(layout='per_head'),
+    dict(mode='svd', layout='per_head', update='every_step'),
+    dict(mode='svd', update='every_step')
+])
 def test_strength_zero_is_the_stock_linear(spectral):
     torch.manual_seed(3)
     lin = nn.Linear(8, 3 * D_OUT)
@@ -199,9 +211,11 @@ def _kappas(sl):
 def test_every_step_keeps_kappa_at_most_two_after_every_optimiser_step(layout):
     torch.manual_seed(4)
     model = nn.Sequential(
-        SpectralLinear(16, 3 * D_OUT, spectral=dict(mode='svd', update='every_step',
-                                                    layout=layout), num_heads=HEADS),
-        nn.Tanh(), nn.Linear(3 * D_OUT, 4))
+        SpectralLinear(
+            16,
+            3 * D_OUT,
+            spectral=dict(mode='svd', update='every_step', layout=layout),
+            num_heads=HEADS), nn.Tanh(), nn.Linear(3 * D_OUT, 4))
     sl = model[0]
     with torch.no_grad():  # start ill-conditioned; a large lr moves W far
         sl.weight.copy_(torch.cat([ill_conditioned(D_OUT, 16, s) for s in range(3)]).float())
@@ -220,16 +234,15 @@ def test_every_step_keeps_kappa_at_most_two_after_every_optimiser_step(layout):
         loss = F.mse_loss(model.train()(x), target)  # the next training forward recomputes
         assert not torch.allclose(sl.correction, stale)
         torch.testing.assert_close(
-            sl.correction,
-            spectral_correction(sl.weight, 'svd', layout=layout, num_heads=HEADS))
+            sl.correction, spectral_correction(sl.weight, 'svd', layout=layout, num_heads=HEADS))
         kappa = _kappas(sl)
         assert kappa.shape == (3 * (HEADS if layout == 'per_head' else 1), )
         assert (kappa <= 2 + 1e-6).all(), (step, kappa)
 
 
 def test_once_never_recomputes_in_forward():
-    sl = SpectralLinear(8, 3 * D_OUT, spectral=dict(mode='svd', layout='per_head'),
-                        num_heads=HEADS).train()
+    sl = SpectralLinear(
+        8, 3 * D_OUT, spectral=dict(mode='svd', layout='per_head'), num_heads=HEADS).train()
     c = sl.correction.clone()
     with torch.no_grad():
         sl.weight.mul_(3.)
