@@ -5,10 +5,12 @@ and tiny classification configs of the three families with an in-process mmengin
 import copy
 import glob
 import gzip
+import logging
 import os.path as osp
 import re
 import struct
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -292,3 +294,22 @@ def block_mm_dir(folder) -> str:
     with open(osp.join(folder, 'sitecustomize.py'), 'w') as f:
         f.write(BLOCK_MM)
     return str(folder)
+
+
+@contextmanager
+def mmengine_log():
+    """Collect the messages mmengine's current logger emits."""
+    from mmengine.logging import MMLogger
+    logger, messages = MMLogger.get_current_instance(), []
+
+    class Collect(logging.Handler):
+
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)

@@ -109,7 +109,8 @@ class _IdentityCorrectedLinear(torch.autograd.Function):
     """x (W + lam·I)ᵀ + b without a matmul (:func:`_identity_corrected`).
 
     The add is in place on F.linear's fresh output, and the backward is written out
-    (:mod:`.linear_grad`) with x's extra gradient lam · grad_y_t added in place, so neither
+    (:mod:`.linear_grad`) with x's extra gradient lam · grad_y_t (summed over the heads with
+    ``per_head``: one reduction) added in place, so neither
     direction copies a (..., 3·D_out) tensor (autograd would clone the output's gradient for
     an in-place add on a view).
     """
@@ -308,8 +309,9 @@ class SpectralLinear(nn.Linear):
 
 def recompute_corrections(model: nn.Module) -> int:
     """Recompute every svd correction in ``model`` from its current weights (after an
-    initialisation outside mmengine's init chain, or to condition a model loaded from a
-    conditioned checkpoint on its loaded weights instead). Returns how many."""
+    initialisation outside mmengine's init chain, to condition a model loaded from a
+    conditioned checkpoint on its loaded weights instead, or with ``update='every_step'`` to
+    evaluate or fold with C of the final weights). Returns how many."""
     n = 0
     for m in model.modules():
         if isinstance(m, SpectralLinear) and m.spectral.mode == 'svd':

@@ -4,13 +4,11 @@ compatibility with the stock backbones, ``init_cfg`` from a classifier checkpoin
 Small models and images throughout (CPU, 2 cores)."""
 import copy
 import glob
-import logging
 import os.path as osp
-from contextlib import contextmanager
 
 import pytest
 import torch
-from cond_helpers import METHODS, build
+from cond_helpers import METHODS, build, mmengine_log
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.conditioning import ConditioningConfigError, TokenConditioner
@@ -32,25 +30,6 @@ BACKBONES = {
     'swin-det': ('mmdet', dict(type='ConditionedSwin', arch='tiny'), [96, 192, 384, 768]),
 }
 NUM_ATTENTION = {'xcit': 4, 'vit': 12, 'swin': 12}
-
-
-@contextmanager
-def mmengine_log():
-    """Collect the messages mmengine's current logger emits."""
-    from mmengine.logging import MMLogger
-    logger, messages = MMLogger.get_current_instance(), []
-
-    class Collect(logging.Handler):
-
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler = Collect(level=logging.DEBUG)
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.mark.slow

@@ -4,12 +4,11 @@ backbones of both registries (small models, CPU)."""
 import copy
 import functools
 import io
-import logging
 from collections import OrderedDict
 
 import pytest
 import torch
-from cond_helpers import BACKBONES, build
+from cond_helpers import BACKBONES, build, mmengine_log
 
 import mmcondattn.openmmlab  # noqa: F401  registers the backbones
 from mmcondattn.conditioning import (ConditioningConfigError, PreconditionedLinear, SpectralLinear,
@@ -54,18 +53,8 @@ FORMS = {
 @pytest.fixture
 def log_lines():
     """The messages mmengine's current logger emits during the test."""
-    from mmengine.logging import MMLogger
-    logger, messages = MMLogger.get_current_instance(), []
-
-    class Collect(logging.Handler):
-
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler = Collect(level=logging.DEBUG)
-    logger.addHandler(handler)
-    yield messages
-    logger.removeHandler(handler)
+    with mmengine_log() as messages:
+        yield messages
 
 
 def _build(form, conditioning=None, seed=0):
