@@ -51,7 +51,7 @@ def test_tool_writes_a_markdown_table(tmp_path):
     ]
     res = run_tool(args, cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert '[15/15]' in res.stdout  # progress, one line per row
+    assert '[21/21]' in res.stdout  # progress, one line per row (3 families × 7 presets)
     text = out.read_text()
     # header: command line, machine, torch version, load averages
     assert 'benchmark_conditioning.py --tiny --sizes cls --no-detector' in text
