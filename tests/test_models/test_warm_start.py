@@ -255,3 +255,25 @@ def test_runner_resumes_the_ramp(tmp_path):
     state = resumed.model.backbone.conditioning_state
     assert int(state.step) == 8 and state.strength() == 1
     assert all(p.strength == 1 for p in conditioned_parts(resumed.model))
+
+
+def test_cls2det_carries_the_record(log_lines):
+    """A conditioned classifier converted for detection (tools/model_converters/cls2det.py's
+    function) keeps its record: the detection form with the same conditioning logs nothing,
+    one without it names what the checkpoint was trained with."""
+    from mmcondattn.converters import classifier_to_detector
+    scope, cfg = FORMS['vit-cls']
+    torch.manual_seed(0)
+    classifier = build(
+        'mmpretrain',
+        dict(
+            type='ImageClassifier',
+            backbone=dict(cfg, conditioning=METHODS['precond']),
+            head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+    det_sd = classifier_to_detector(classifier.state_dict(), 'vit')
+    assert 'conditioning_state.record' in det_sd
+    _build('vit-det', METHODS['precond']).load_state_dict(det_sd, strict=False)
+    assert not [m for m in log_lines if 'loaded weights' in m]
+    _build('vit-det', METHODS['tokens']).load_state_dict(det_sd, strict=False)
+    (line, ) = [m for m in log_lines if 'loaded weights' in m]
+    assert 'trained with precond' in line and "the checkpoint's precond is not applied" in line
