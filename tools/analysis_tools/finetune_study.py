@@ -346,6 +346,7 @@ def plot(rows, args):
                     ys = np.mean([[v for _, v in r['curve']] for r in rs], axis=0)
                     ax.plot(range(1, len(ys) + 1), ys, marker='o', label=start)
             ax.set(title=f'{family}: {method}', xlabel='fine-tune epoch', ylabel='val top-1 (%)')
+            ax.set_xticks(range(1, args.finetune_epochs + 1))
             ax.legend(fontsize=7)
         paths.append(save_figure(fig, osp.join(args.out_dir, f'curves_finetune_{family}.png')))
     return paths
