@@ -31,8 +31,7 @@ import torch
 import torch.nn as nn
 
 from .options import TOKEN_SOLVERS, TokensCfg, parse_conditioning
-from .token_solvers import (correction_gram, correction_newton_schulz, correction_svd,
-                            resolve_solver)
+from .token_solvers import correction_gram, correction_newton_schulz, correction_svd, resolve_solver
 
 __all__ = ['token_correction', 'condition_tokens', 'TokenConditioner', 'resolve_solver']
 

@@ -73,10 +73,11 @@ def test_dry_run_writes_a_passing_report(tmp_path):
         tuple(c[:3]): c[3:6]
         for c in map(cells, amp.splitlines()) if c and c[2] in ('fp16', 'bf16')
     }
+    from mmcondattn.analysis.gpu_check import METHODS  # the trainable presets
+    assert 'spectral_per_head' in METHODS and 'spectral_svd_every_step' in METHODS
     assert sorted({k[:2]
                    for k in rows}) == sorted(
-                       (f, m) for f in ('vit', 'swin', 'xcit')
-                       for m in ('baseline', 'precond', 'spectral', 'tokens', 'all'))
+                       (f, m) for f in ('vit', 'swin', 'xcit') for m in METHODS)
     for (f, m, dtype), finite in rows.items():
         if dtype == 'fp16' and not fp16:
             assert finite[0] == 'skipped: no CUDA'

@@ -397,9 +397,9 @@ def test_condition_model_on_a_stock_backbone_equals_the_conditioned_backbone(fam
     classes = {type(m) for m in stock.modules()}
     assert condition_model(stock, conditioning) is stock
     new = {type(m).__name__ for m in stock.modules()} - {c.__name__ for c in classes}
-    assert new == {'SpectralLinear', 'PatchTokenConditioning', 'TokenConditioner',
-                   'ConditioningState'} | (
-        {'PreconditionedLinear'} if 'precond' in conditioning else set())  # children only
+    assert new == {
+        'SpectralLinear', 'PatchTokenConditioning', 'TokenConditioner', 'ConditioningState'
+    } | ({'PreconditionedLinear'} if 'precond' in conditioning else set())  # children only
     assert set(stock.state_dict()) == set(ref.state_dict())
     assert hasattr(stock, 'token_conditioning')
     x = torch.randn(2, 3, 64, 64)

@@ -8,6 +8,7 @@ import os.path as osp
 
 import pytest
 import torch
+from cond_helpers import build
 from conftest import REPO, run_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,14 +147,6 @@ IN_ARCH = {
 }
 
 
-def _registry(scope):
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmpretrain.registry import MODELS
-    return MODELS
-
-
 def _set(cfg, key, value):
     node = cfg
     *parents, last = key.split('.')
@@ -166,7 +159,8 @@ def _build(scope, name, **changes):
     cfg = copy.deepcopy(TINY[scope, name])
     for key, value in changes.items():
         _set(cfg, f'arch.{key}' if key in IN_ARCH.get((scope, name), ()) else key, value)
-    return _registry(scope).build(dict(type=name, **cfg))
+    return build(scope, dict(type=name, **cfg))  # in that scope: a default scope left by
+    # another test would otherwise pick the other registry's form of the same name
 
 
 not_numbers = st.sampled_from(['8', None, [], True])

@@ -247,13 +247,14 @@ def _check_heads(owner: str, dims: int, heads: int, label) -> None:
 
 def _check_stages(owner: str, get: Get, label, is_det: bool) -> None:
     depths, heads = get('depths'), get('num_heads')
-    lists = [('depths', depths), ('num_heads', heads)]
-    if is_det:
-        lists.append(('strides', get('strides')))
-    if len({len(v) for _, v in lists}) > 1:
-        says = ', '.join(f'{label(k)}={list(v)!r}' for k, v in lists)
-        raise BackboneConfigError(f'{owner}: {says} must have one entry per stage each '
-                                  f'(the same length)')
+    if len(depths) != len(heads):
+        raise BackboneConfigError(
+            f'{owner}: {label("depths")}={list(depths)!r}, {label("num_heads")}='
+            f'{list(heads)!r} must have one entry per stage each (the same length)')
+    if is_det and len(get('strides')) < len(depths):  # extra strides are unused, as in stock
+        raise BackboneConfigError(
+            f'{owner}: {label("strides")}={list(get("strides"))!r} needs an entry per stage: '
+            f'at least {len(depths)} for {label("depths")}={list(depths)!r}')
     if is_det and get('strides')[0] != get('patch_size'):
         raise BackboneConfigError(
             f'{owner}: {label("strides")}={list(get("strides"))!r} must start with '
