@@ -230,7 +230,7 @@ def build_twins(family: str,
     plain = build_plain(family, size, hw, tiny, seed=seed, models=models)
     if models == 'timm':
         from ..conditioning import condition_model
-        cond = condition_model(copy.deepcopy(plain), conditioning)
+        cond = condition_model(copy.deepcopy(plain), conditioning, report=False)
     else:
         cond = _build(size, dict(backbone_cfg(family, size, hw, tiny), conditioning=conditioning))
         missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)

@@ -278,7 +278,7 @@ def build_backbone(family: str,
     if models == 'timm':
         from ..conditioning import condition_model
         plain = build_plain(family, 'det', tuple(hw), tiny, models='timm')
-        return condition_model(plain, preset(method).conditioning)
+        return condition_model(plain, preset(method).conditioning, report=False)
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
     name, arch, tiny_arch = BACKBONES[family]

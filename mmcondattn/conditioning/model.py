@@ -22,7 +22,7 @@ import torch.nn as nn
 from .options import ConditioningConfig, ConditioningConfigError, TokensCfg, parse_conditioning
 from .precond import PreconditionedLinear
 from .spectral import SpectralLinear
-from .state import attach_state
+from .state import attach_state, report_drift
 from .tokens import TokenConditioner
 
 __all__ = [
@@ -281,7 +281,7 @@ def _backbones(model: nn.Module) -> List[Tuple[nn.Module, BackboneAdapter]]:
     return [(m, a) for m, a in found if not hasattr(m, 'token_conditioning')]
 
 
-def condition_model(model: nn.Module, conditioning=None) -> nn.Module:
+def condition_model(model: nn.Module, conditioning=None, report: bool = True) -> nn.Module:
     """Condition ``model`` in place with any of the three methods; returns ``model``.
 
     ``model`` is a supported backbone (OpenMMLab's ViT, Swin, XCiT; timm's ViT / DeiT,
@@ -299,6 +299,10 @@ def condition_model(model: nn.Module, conditioning=None) -> nn.Module:
             None or ``{}`` leaves the model stock. ``warm_start=dict(iters=N)`` starts every
             method at strength 0 (the model computes what it computed before) and ramps it
             to 1 over N training forwards.
+        report (bool): log one line with the change of ``model``'s output that conditioning
+            makes (its weights, e.g. a public checkpoint, were trained without it), as a load
+            of such weights does. Default True; the registered backbones, conditioned while
+            they are built, pass False.
 
     Raises:
         ConditioningConfigError: a bad config, or a method the model has no place for.
@@ -317,4 +321,6 @@ def condition_model(model: nn.Module, conditioning=None) -> nn.Module:
                                   a.num_prefix_tokens(b))
     if not hasattr(model, 'conditioning_state'):
         attach_state(model, cfg)
+        if report:
+            report_drift(model)
     return model

@@ -44,7 +44,7 @@ from .tokens import TokenConditioner
 
 __all__ = [
     'ConditioningState', 'attach_state', 'conditioned_parts', 'drift', 'compare_loaded',
-    'STATE_KEYS'
+    'report_drift', 'STATE_KEYS'
 ]
 
 # the state-dict keys a conditioned root adds (besides spectral's ``*.qkv.correction``)
@@ -290,6 +290,15 @@ def _after_load(root: nn.Module, incompatible_keys) -> None:
     state.last_load = compare_loaded(root, loaded)
     if state.last_load['message']:
         _log(state.last_load['message'])
+
+
+def report_drift(root: nn.Module) -> Optional[dict]:
+    """Log what conditioning does to ``root``'s current weights (trained without it: no
+    record), as a load of such weights would; returns :func:`compare_loaded`'s result."""
+    result = compare_loaded(root, dict(record=None, step=None))
+    if result['message']:
+        _log(result['message'].replace('loaded weights trained', 'weights trained', 1))
+    return result
 
 
 def _before_load(root, state_dict, prefix, *args) -> None:

@@ -277,3 +277,19 @@ def test_cls2det_carries_the_record(log_lines):
     _build('vit-det', METHODS['tokens']).load_state_dict(det_sd, strict=False)
     (line, ) = [m for m in log_lines if 'loaded weights' in m]
     assert 'trained with precond' in line and "the checkpoint's precond is not applied" in line
+
+
+def test_condition_model_on_trained_weights_reports_the_drift(log_lines):
+    """condition_model on a built model (weights it has, e.g. a public checkpoint): the same
+    line as a load; the backbones, conditioned while they are built, say nothing."""
+    from mmcondattn import condition_model
+    stock = build('mmpretrain', dict(type='VisionTransformer', arch=BACKBONES['vit']['arch'],
+                                     img_size=32, patch_size=8))
+    stock.init_weights()
+    assert not [m for m in log_lines if 'weights trained' in m]
+    condition_model(stock, METHODS['spectral'])
+    (line, ) = [m for m in log_lines if 'weights trained' in m]
+    assert line.startswith('VisionTransformer: weights trained without conditioning')
+    assert 'changes by' in line and 'warm_start=dict(iters=N)' in line
+    _build('vit-cls', METHODS['spectral'])
+    assert len([m for m in log_lines if 'weights trained' in m]) == 1

@@ -31,7 +31,10 @@ class ConditionedTIMMBackbone(DropInBackbone, TIMMBackbone):
     def __init__(self, model_name: str, conditioning: Optional[dict] = None, **kwargs):
         super().__init__(model_name, **kwargs)
         self.conditioning = parse_conditioning(conditioning)
-        condition_model(self.timm_model, self.conditioning)
+        # timm's pretrained weights (pretrained=True / checkpoint_path) are loaded by now: say
+        # what conditioning does to them
+        trained = bool(kwargs.get('pretrained') or kwargs.get('checkpoint_path'))
+        condition_model(self.timm_model, self.conditioning, report=trained)
 
     def init_weights(self):
         super().init_weights()  # timm's own init_weights, outside mmengine's chain

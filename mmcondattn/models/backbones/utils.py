@@ -200,7 +200,7 @@ def attach_conditioning(backbone: nn.Module,
     ``backbone.num_conditioned_attention`` (how many attention layers were conditioned).
     """
     cfg = parse_conditioning(conditioning)
-    condition_model(backbone, cfg)
+    condition_model(backbone, cfg, report=False)  # built now: no trained weights yet
     backbone.conditioning = cfg
     backbone.num_conditioned_attention = sum(
         1 for m in backbone.modules()
