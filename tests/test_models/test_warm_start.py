@@ -283,8 +283,9 @@ def test_condition_model_on_trained_weights_reports_the_drift(log_lines):
     """condition_model on a built model (weights it has, e.g. a public checkpoint): the same
     line as a load; the backbones, conditioned while they are built, say nothing."""
     from mmcondattn import condition_model
-    stock = build('mmpretrain', dict(type='VisionTransformer', arch=BACKBONES['vit']['arch'],
-                                     img_size=32, patch_size=8))
+    stock = build(
+        'mmpretrain',
+        dict(type='VisionTransformer', arch=BACKBONES['vit']['arch'], img_size=32, patch_size=8))
     stock.init_weights()
     assert not [m for m in log_lines if 'weights trained' in m]
     condition_model(stock, METHODS['spectral'])
