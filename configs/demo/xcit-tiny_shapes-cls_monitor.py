@@ -5,10 +5,9 @@
 #   model.backbone.conditioning.precond.eps=1e-6  |  model.backbone.conditioning.spectral.lam=10.0
 #   model.backbone.conditioning.tokens.solver=svd
 # vit-tiny_* and swin-tiny_* inherit this file and swap the backbone.
-_base_ = 'mmpretrain::_base_/default_runtime.py'
+_base_ = ['mmpretrain::_base_/default_runtime.py', '../_base_/datasets/shapes_imagenet.py']
 custom_imports = dict(imports=['mmcondattn'], allow_failed_imports=False)
 
-data_root = 'data/shapes_imagenet/'
 model = dict(
     type='ImageClassifier',
     backbone=dict(
@@ -24,30 +23,6 @@ model = dict(
         to_rgb=True,
         mean=[123.675, 116.28, 103.53],
         std=[58.395, 57.12, 57.375]))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs')
-]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type='CustomDataset', data_root=data_root, data_prefix='train', pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=16,
-    num_workers=0,
-    persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type='CustomDataset', data_root=data_root, data_prefix='val', pipeline=test_pipeline))
-val_evaluator = dict(type='Accuracy', topk=(1, ))
-test_dataloader = val_dataloader
-test_evaluator = val_evaluator
 
 train_cfg = dict(by_epoch=False, max_iters=60, val_interval=60)
 val_cfg = dict()
