@@ -37,11 +37,24 @@ def workspace(tmp_path_factory):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(ws / 'tile.png')
     coco = {
-        'images': [{'id': 1, 'file_name': 'tile.png', 'width': w, 'height': h}],
-        'annotations': [{'id': i + 1, 'image_id': 1, 'category_id': 1, 'bbox': box,
-                         'area': box[2] * box[3], 'iscrowd': 0}
-                        for i, box in enumerate([[5, 5, 20, 20], [40, 20, 30, 25]])],
-        'categories': [{'id': 1, 'name': 'tree'}]
+        'images': [{
+            'id': 1,
+            'file_name': 'tile.png',
+            'width': w,
+            'height': h
+        }],
+        'annotations': [{
+            'id': i + 1,
+            'image_id': 1,
+            'category_id': 1,
+            'bbox': box,
+            'area': box[2] * box[3],
+            'iscrowd': 0
+        } for i, box in enumerate([[5, 5, 20, 20], [40, 20, 30, 25]])],
+        'categories': [{
+            'id': 1,
+            'name': 'tree'
+        }]
     }
     (ws / 'tile.json').write_text(json.dumps(coco))
     return ws

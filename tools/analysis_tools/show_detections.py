@@ -12,9 +12,10 @@ them: ground truth left, predictions right (twice the image's width); each half 
 with its number of boxes. Without it the PNG is the predictions alone.
 
 ``--hide-labels`` draws the boxes without their class / score labels (crowded images);
-``--max-colors N`` stores the PNG with a palette of N colours (a file several times smaller).
-A wrong input (a missing or unreadable file, an image the json does not hold) is one line on
-stderr, exit status 2.
+``--max-colors N`` stores the PNG with a palette of N colours (a file about half as large).
+A wrong input (a missing or unreadable file, an image the json does not hold or of another
+size, a file that is not a checkpoint) is one line on stderr, exit status 2; missing files are
+told before the OpenMMLab stack is imported.
 """
 import argparse
 import json
@@ -27,12 +28,6 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 from mmengine.config import DictAction  # noqa: E402
 
-try:
-    from mmcondattn.engine.launch import check_checkpoint, load_config
-    from mmcondattn.errors import UserError, exits_cleanly
-except ImportError as e:  # a broken stack (mmcondattn.stack.StackError): one line
-    sys.exit(f'error: {e}')
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -44,8 +39,7 @@ def parse_args(argv=None):
     p.add_argument(
         '--ann-file',
         help='COCO json that holds the image: its ground-truth boxes are drawn on the left')
-    p.add_argument(
-        '--score-thr', type=float, default=0.3, help='draw predictions above this score')
+    p.add_argument('--score-thr', type=float, default=0.3, help='draw predictions above this score')
     p.add_argument('--device', default=None, help='default: cuda:0 when available, else cpu')
     p.add_argument('--line-width', type=float, default=2, help='box line width (px)')
     p.add_argument(
@@ -71,57 +65,105 @@ def parse_args(argv=None):
     return args
 
 
+def fail(line):
+    """A wrong input: one line on stderr, exit status 2."""
+    print(f'error: {line}', file=sys.stderr)
+    sys.exit(2)
+
+
 def load_gt_boxes(ann_file, img_path):
     """The ground truth of ``img_path`` in the COCO json ``ann_file``: boxes [x1, y1, x2, y2],
     category names and the image's (width, height). The image is found by its file name."""
-    if not osp.isfile(ann_file):
-        raise UserError(f'annotation file not found: {ann_file}')
+    name = osp.basename(img_path)
     try:
         with open(ann_file, encoding='utf-8') as f:
             coco = json.load(f)
         images, annotations = coco['images'], coco.get('annotations', [])
         categories = {c['id']: c['name'] for c in coco.get('categories', [])}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f'cannot read COCO json {ann_file}: {type(e).__name__}: {e}') from None
-    name = osp.basename(img_path)
-    matches = [im for im in images if osp.basename(im.get('file_name', '')) == name]
-    if not matches:
-        raise UserError(f'{ann_file} holds no image named {name} ({len(images)} images)')
-    image = matches[0]
-    boxes, names = [], []
-    for a in annotations:
-        if a.get('image_id') != image['id'] or a.get('iscrowd', 0):
-            continue
-        x, y, w, h = a['bbox']
-        boxes.append([x, y, x + w, y + h])
-        names.append(categories.get(a['category_id'], str(a['category_id'])))
+        matches = [im for im in images if osp.basename(im.get('file_name', '')) == name]
+        if not matches:
+            fail(f'{ann_file} holds no image named {name} ({len(images)} images)')
+        image = matches[0]
+        boxes, names = [], []
+        for a in annotations:
+            if a.get('image_id') != image['id'] or a.get('iscrowd', 0):
+                continue
+            x, y, w, h = map(float, a['bbox'])
+            boxes.append([x, y, x + w, y + h])
+            names.append(categories.get(a['category_id'], str(a['category_id'])))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        fail(f'cannot read COCO json {ann_file}: {type(e).__name__}: {e}')
     return boxes, names, (image.get('width'), image.get('height'))
 
 
 def _titled(visualizer, image, titles):
     """Write each title at the top-left corner of its half of ``image``."""
+    import numpy as np
     visualizer.set_image(image)
     width = image.shape[1] // len(titles)
     for i, title in enumerate(titles):
         visualizer.draw_texts(
-            title, [i * width + 4, 4],
+            title,
+            np.array([i * width + 4, 4]),
             colors='white',
             font_sizes=11,
             bboxes=[dict(facecolor='black', alpha=0.7, pad=2, edgecolor='none')])
     return visualizer.get_image()
 
 
-@exits_cleanly
+def draw(visualizer, image, data_sample, args):
+    """Ground truth (when ``data_sample`` holds it) left, predictions right, each half titled
+    with its number of boxes: an RGB array."""
+    import numpy as np
+    gt = data_sample.get('gt_instances')
+    pred = data_sample.pred_instances
+    if args.hide_labels:  # the same boxes as _draw_instances, without the text
+        palette = visualizer.dataset_meta.get('palette') or [(0, 160, 0)]
+        halves = []
+        for inst in ([gt] if gt is not None else []) + [pred]:
+            visualizer.set_image(image)
+            if len(inst):
+                colors = [tuple(palette[int(label) % len(palette)]) for label in inst.labels]
+                visualizer.draw_bboxes(
+                    inst.bboxes, edge_colors=colors, alpha=0.8, line_widths=args.line_width)
+            halves.append(visualizer.get_image())
+        drawn = np.concatenate(halves, axis=1)
+    else:
+        visualizer.add_datasample(
+            osp.basename(args.img),
+            image,
+            data_sample,
+            draw_gt=gt is not None,
+            draw_pred=True,
+            pred_score_thr=args.score_thr)
+        drawn = visualizer.get_image()
+    titles = ([f'ground truth: {len(gt)}'] if gt is not None else []) + \
+        [f'predictions > {args.score_thr:g}: {len(pred)}']
+    return _titled(visualizer, drawn, titles)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    for what, path in (('image', args.img), ('checkpoint', args.checkpoint)):
-        if not osp.isfile(path):
-            raise UserError(f'{what} not found: {path}')
-    cfg = load_config(args.config, args.cfg_options)
+    # the files first, before the stack is imported (seconds): a wrong path is told at once
+    for what, path in (('config file', args.config), ('checkpoint', args.checkpoint),
+                       ('image', args.img), ('annotation file', args.ann_file)):
+        if path is not None and not osp.isfile(path):
+            fail(f'{what} not found: {path}')
     gt = load_gt_boxes(args.ann_file, args.img) if args.ann_file else None
+    try:
+        from mmcondattn.errors import exits_cleanly
+    except ImportError as e:  # a broken stack (mmcondattn.stack.StackError): one line
+        fail(e)
+    exits_cleanly(show)(args, gt)
+
+
+def show(args, gt):
+    """Run the model on ``args.img``, draw, write ``args.out_file``."""
+    from mmcondattn.engine.launch import check_checkpoint, load_config
+    from mmcondattn.errors import UserError
+    cfg = load_config(args.config, args.cfg_options)
 
     import mmcv
-    import numpy as np
     import torch
     from mmdet.apis import inference_detector, init_detector
     from mmdet.visualization import DetLocalVisualizer
@@ -132,10 +174,10 @@ def main(argv=None):
 
     try:
         image = mmcv.imread(args.img, channel_order='rgb')
-    except Exception as e:  # cv2 / mmcv wording varies: not an image it can decode
-        raise UserError(f'cannot read image {args.img}: {e}') from None
+    except Exception:  # cv2's assertion on an empty decode: several lines of C++ context
+        image = None
     if image is None:
-        raise UserError(f'cannot read image {args.img}: not an image file')
+        raise UserError(f'cannot read image {args.img}: not an image OpenCV can decode')
     if gt is not None and gt[2] != (None, None) and gt[2] != (image.shape[1], image.shape[0]):
         raise UserError(f'{args.img} is {image.shape[1]} x {image.shape[0]} px but '
                         f'{args.ann_file} records {gt[2][0]} x {gt[2][1]}')
@@ -154,6 +196,8 @@ def main(argv=None):
     visualizer.dataset_meta = model.dataset_meta
     data_sample = result.cpu()
     data_sample.pred_instances = pred
+    if 'gt_instances' in data_sample:  # the test pipeline's LoadAnnotations: empty
+        del data_sample.gt_instances
     if gt is not None:
         boxes, names, _ = gt
         labels = [classes.index(n) if n in classes else 0 for n in names]
@@ -161,29 +205,9 @@ def main(argv=None):
             bboxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             labels=torch.tensor(labels, dtype=torch.long))
 
-    if args.hide_labels:  # the same boxes as _draw_instances, without the text
-        palette = model.dataset_meta.get('palette') or [(0, 160, 0)]
-        halves = []
-        for inst in ([data_sample.gt_instances] if gt is not None else []) + [pred]:
-            visualizer.set_image(image)
-            if len(inst):
-                colors = [tuple(palette[int(label) % len(palette)]) for label in inst.labels]
-                visualizer.draw_bboxes(
-                    inst.bboxes, edge_colors=colors, alpha=0.8, line_widths=args.line_width)
-            halves.append(visualizer.get_image())
-        drawn = np.concatenate(halves, axis=1)
-    else:
-        visualizer.add_datasample(
-            osp.basename(args.img),
-            image,
-            data_sample,
-            draw_gt=gt is not None,
-            draw_pred=True,
-            pred_score_thr=args.score_thr)
-        drawn = visualizer.get_image()
-    titles = ([f'ground truth: {len(gt[0])}'] if gt is not None else []) + \
-        [f'predictions > {args.score_thr:g}: {len(pred)}']
-    drawn = _titled(visualizer, drawn, titles)
+    with warnings.catch_warnings():  # mmengine warns of boxes that leave the image
+        warnings.simplefilter('ignore', UserWarning)
+        drawn = draw(visualizer, image, data_sample, args)
 
     out = Image.fromarray(drawn)
     if args.max_colors:
