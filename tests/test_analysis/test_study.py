@@ -88,8 +88,8 @@ def test_unknown_method_is_one_line(tmp_path):
     r = run_tool([TOOL, '--methods', 'baseline', 'precnd'], cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == ("error: unknown method 'precnd'; valid: baseline, precond, "
-                                'spectral, tokens, all, spectral_per_head, '
-                                'spectral_svd_every_step, spectral_lam<λ> (e.g. spectral_lam0.5)')
+                                'spectral, spectral_per_head, spectral_svd_every_step, tokens, '
+                                'all, spectral_lam<λ> (e.g. spectral_lam0.5)')
 
 
 def test_methods_are_the_presets_with_the_task_s_solver_and_lambda():

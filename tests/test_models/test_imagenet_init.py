@@ -23,7 +23,7 @@ COCO_CONFIGS = sorted(
     if ('_coco' in osp.basename(p) or osp.basename(p) == 'mask_rcnn_xcit_precond.py')
     and '/_base_/' not in p and '/demo/' not in p and '/study/' not in p)
 rel = lambda p: osp.relpath(p, osp.join(REPO, 'configs'))  # noqa: E731
-RECIPE = 'docs/get_started.md#pretrain-on-imagenet-then-fine-tune-on-coco'
+RECIPE = 'docs/get_started.md#starting-from-a-public-checkpoint'
 SWIN_SIZES = {(2, 2, 6, 2): 'tiny', (2, 2, 18, 2): 'small'}
 
 
