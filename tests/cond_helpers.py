@@ -298,7 +298,7 @@ def block_mm_dir(folder) -> str:
 
 @contextmanager
 def mmengine_log():
-    """Collect the messages mmengine's current logger emits."""
+    """Collect the messages mmengine's current logger emits (every level)."""
     from mmengine.logging import MMLogger
     logger, messages = MMLogger.get_current_instance(), []
 
@@ -308,8 +308,12 @@ def mmengine_log():
             messages.append(record.getMessage())
 
     handler = Collect(level=logging.DEBUG)
+    # the current logger may be a runner's of an earlier test, at level WARNING (log_level)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
     logger.addHandler(handler)
     try:
         yield messages
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
