@@ -26,7 +26,9 @@ Without a warm start α is 1. With ``warm_start=dict(iters=N)`` a forward pre-ho
 gradients on) then counts itself: t ← t + 1. So the first training step computes what the
 loaded checkpoint computes, the method reaches full strength after N training forwards, a
 resumed run continues the ramp (``step`` is in the checkpoint), an evaluation uses the α the
-next training step would, and folding (:func:`fold_conditioning`) folds W + α·C.
+next training step would, and folding (:func:`fold_conditioning`) folds W + α·C. Reading
+``step`` costs one host synchronisation per forward of the conditioned model (none without a
+warm start).
 """
 import dataclasses
 import json
@@ -98,7 +100,8 @@ class ConditioningState(nn.Module):
         if not self.cfg.enabled:
             self.cfg = dataclasses.replace(self.cfg, warm_start=None)
         ws = self.cfg.to_dict().get('warm_start')
-        self.record = _encode(dict(conditioning=self.cfg.methods(), warm_start=ws))
+        record = _encode(dict(conditioning=self.cfg.methods(), warm_start=ws))
+        self.record = record.to(self.record.device)
 
     def strength(self, step: Optional[int] = None) -> float:
         """α = min(1, step / iters) (1 without a warm start); ``step``: default the buffer's."""
