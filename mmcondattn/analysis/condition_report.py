@@ -162,9 +162,10 @@ def loads_section(loads) -> list:
 
 def last_loads(model) -> list:
     """[(module name, its ``conditioning_state.last_load``)] of the conditioned parts."""
+    from ..conditioning.state import ConditioningState
     return [(name.rsplit('.', 1)[0] if '.' in name else '', m.last_load)
             for name, m in model.named_modules()
-            if type(m).__name__ == 'ConditioningState' and m.last_load is not None]
+            if isinstance(m, ConditioningState) and m.last_load is not None]
 
 
 def write_tables(results, out_dir, loads=None):
